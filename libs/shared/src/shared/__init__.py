@@ -1,0 +1,1 @@
+"""Mechanism shared by every Baton service (never a domain rule)."""
