@@ -97,3 +97,30 @@ async def current_revision(url: str, schema: str) -> str | None:
             return None if value is None else str(value)
     finally:
         await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shared.migrations``: what the Kubernetes init container and ``make migrate`` run.
+
+    Reads ``BATON_DATABASE_URL``, ``BATON_SERVICE`` (schema) and ``BATON_MIGRATIONS_DIR`` unless given.
+    """
+    import argparse
+    import asyncio
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m shared.migrations")
+    parser.add_argument(
+        "--schema", default=os.environ.get("BATON_DATABASE_SCHEMA") or os.environ.get("BATON_SERVICE")
+    )
+    parser.add_argument("--dir", default=os.environ.get("BATON_MIGRATIONS_DIR"))
+    parser.add_argument("--url", default=os.environ.get("BATON_DATABASE_URL"))
+    parser.add_argument("--revision", default="head")
+    args = parser.parse_args(argv)
+    if not (args.schema and args.dir and args.url):
+        parser.error("schema, migrations dir and database URL are required")
+    asyncio.run(upgrade(args.url, args.dir, args.schema, args.revision))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -78,6 +78,7 @@ class TokenFactory:
         self.audience = audience
         self.clock = clock
         self._keys: dict[str, Key] = {}
+        self._withdrawn: set[str] = set()
         self._counter = itertools.count(1)
         self.current_kid = self.add_key(algorithm)
 
@@ -95,14 +96,17 @@ class TokenFactory:
 
     def remove_key(self, kid: str) -> None:
         """Stop publishing ``kid`` (it can still sign, to test rotated-out keys)."""
-        self._keys.pop(kid)
+        if kid not in self._keys:
+            raise KeyError(kid)
+        self._withdrawn.add(kid)
 
     def key(self, kid: str | None = None) -> Key:
         return self._keys[kid or self.current_kid]
 
     def jwks(self) -> dict[str, Any]:
         """The public JWK set, as identity would serve it."""
-        return {"keys": [key.as_dict(private=False) for key in self._keys.values()]}
+        published = (key for kid, key in self._keys.items() if kid not in self._withdrawn)
+        return {"keys": [key.as_dict(private=False) for key in published]}
 
     def jwks_cache(self) -> JWKSCache:
         return JWKSCache.from_static(self.jwks())

@@ -7,7 +7,8 @@ Order, cheapest and most hostile-input-proof first:
    algorithm can never be configured), no ``jku`` / ``x5u`` / ``x5c`` / ``jwk`` (keys only ever come from
    our JWKS, those URLs are never fetched), no ``crit``, ``typ`` is ``at+jwt``, ``kid`` present;
 4. key by ``kid`` from ``JWKSCache`` (an unknown ``kid`` may refresh it); the key's own ``alg``, if any,
-   must match the header;
+   must equal the header's (so an ``Ed25519`` key never verifies an ``EdDSA`` header: publish keys under
+   the name tokens use);
 5. signature via ``joserfc.jwt.decode`` with the explicit algorithm list;
 6. claims: ``iss`` exact, ``aud`` contains ours, ``exp``/``sub``/``iat``/``jti`` present, time checks with
    ``leeway_seconds``; then the ``Principal`` claims; then the per-subject not-before hook.
@@ -64,7 +65,6 @@ SUPPORTED_ALGORITHMS: Final = frozenset(
 )
 MAX_LEEWAY_SECONDS: Final = 30
 _FORBIDDEN_HEADERS: Final = ("jku", "x5u", "x5c", "jwk", "crit")
-_EDDSA_FAMILIES: Final = (frozenset({"EdDSA", "Ed25519"}), frozenset({"EdDSA", "Ed448"}))
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAX_KID_LENGTH: Final = 256
 
@@ -91,13 +91,6 @@ def _decode_header(token: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InvalidToken("The token header is malformed")
     return header
-
-
-def _same_algorithm(key_alg: str, header_alg: str) -> bool:
-    if key_alg == header_alg:
-        return True
-    pair = frozenset({key_alg, header_alg})
-    return any(pair <= family for family in _EDDSA_FAMILIES)
 
 
 class TokenVerifier:
@@ -205,7 +198,7 @@ class TokenVerifier:
         header = self._check_header(token)
         alg: str = header["alg"]
         key = await self._jwks.get_key(header["kid"])
-        if key.alg is not None and not _same_algorithm(key.alg, alg):
+        if key.alg is not None and key.alg != alg:
             raise InvalidToken("The token algorithm does not match its key")
         claims = self._decode(token, key, alg)
         self._check_claims(claims)

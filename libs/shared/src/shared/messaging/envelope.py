@@ -1,0 +1,155 @@
+"""The envelope every Baton event travels in: CloudEvents 1.0 plus Baton's extensions.
+
+On NATS an envelope uses CloudEvents' *binary* mode: attributes as ``ce-*`` headers, ``data`` as the JSON
+body, so a consumer can route and dedupe without parsing the body. In the outbox and in replay answers it
+is stored in *structured* mode (the whole envelope as one JSON object, ``Envelope.model_dump(mode="json")``).
+
+Header mapping (``to_nats`` / ``from_nats``)::
+
+    ce-specversion ce-id ce-source ce-type ce-subject ce-time ce-dataschema   CloudEvents attributes
+    ce-tenant ce-actor (JSON) ce-sequence                                     Baton extensions
+    traceparent tracestate                                                    W3C trace context
+    Content-Type (= datacontenttype)  Nats-Msg-Id (= id, JetStream dedupe)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events.catalog import Event, subject_for_type
+from shared.messaging.errors import PoisonMessage
+
+__all__ = ["Actor", "ActorKind", "Envelope", "NatsMessage", "from_nats", "to_nats"]
+
+ActorKind = Literal["user", "agent", "service", "system"]
+EventT = TypeVar("EventT", bound=Event)
+
+
+class Actor(BaseModel):
+    """Who caused the event: a person, a machine client, a service acting on its own, or the platform."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str
+    kind: ActorKind
+    name: str | None = None
+
+
+class Envelope(BaseModel):
+    """One event: CloudEvents 1.0 attributes, Baton's extensions, and ``data`` as a plain dict.
+
+    ``subject`` is the CloudEvents subject (the id of the resource the event is about), not the NATS
+    subject; that one is ``nats_subject``. ``sequence`` is the producer's gap-free sequence number: unset
+    until the relay publishes the event.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    subject: str | None = None
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str | None = None
+    tenant: str | None = None
+    actor: Actor
+    traceparent: str | None = None
+    tracestate: str | None = None
+    sequence: int | None = Field(default=None, ge=1)
+    data: dict[str, Any]
+
+    @property
+    def nats_subject(self) -> str:
+        """``baton.<service>.<aggregate>.<event>``: the type without its version."""
+        return subject_for_type(self.type)
+
+    def parse_data(self, event_cls: type[EventT]) -> EventT:
+        """Validate ``data`` as ``event_cls``.
+
+        Raises ``PoisonMessage`` when the envelope carries another type (a handler registered for the
+        wrong event), and pydantic's ``ValidationError`` when the data does not fit; the consumer treats
+        both as poison.
+        """
+        if self.type != event_cls.event_type:
+            raise PoisonMessage(f"{self.type} cannot be read as {event_cls.event_type}")
+        return event_cls.model_validate(self.data)
+
+
+class NatsMessage(Protocol):
+    """What ``from_nats`` needs from a message (``nats.aio.msg.Msg`` fits)."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def headers(self) -> dict[str, str] | None: ...
+
+
+def to_nats(envelope: Envelope) -> tuple[str, dict[str, str], bytes]:
+    """``(subject, headers, body)`` for publishing ``envelope`` in binary mode."""
+    headers = {
+        "ce-specversion": envelope.specversion,
+        "ce-id": envelope.id,
+        "ce-source": envelope.source,
+        "ce-type": envelope.type,
+        "ce-time": envelope.time.isoformat().replace("+00:00", "Z"),
+        "ce-actor": orjson.dumps(envelope.actor.model_dump(mode="json")).decode(),
+        "Content-Type": envelope.datacontenttype,
+        "Nats-Msg-Id": envelope.id,
+    }
+    optional = {
+        "ce-subject": envelope.subject,
+        "ce-dataschema": envelope.dataschema,
+        "ce-tenant": envelope.tenant,
+        "ce-sequence": None if envelope.sequence is None else str(envelope.sequence),
+        "traceparent": envelope.traceparent,
+        "tracestate": envelope.tracestate,
+    }
+    headers.update({k: v for k, v in optional.items() if v is not None})
+    return envelope.nats_subject, headers, orjson.dumps(envelope.data)
+
+
+def from_nats(msg: NatsMessage) -> Envelope:
+    """Rebuild the envelope of a message published by ``to_nats``.
+
+    Anything that is not a Baton event (missing attributes, a body that is not a JSON object, an actor
+    that does not parse) raises ``PoisonMessage``: redelivering it could never help.
+    """
+    headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
+    try:
+        data = orjson.loads(msg.data)
+        actor = orjson.loads(headers["ce-actor"]) if "ce-actor" in headers else None
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PoisonMessage("event data must be a JSON object")
+    sequence = headers.get("ce-sequence")
+    fields: dict[str, Any] = {
+        "specversion": headers.get("ce-specversion"),
+        "id": headers.get("ce-id"),
+        "source": headers.get("ce-source"),
+        "type": headers.get("ce-type"),
+        "subject": headers.get("ce-subject"),
+        "time": headers.get("ce-time"),
+        "datacontenttype": headers.get("content-type", "application/json"),
+        "dataschema": headers.get("ce-dataschema"),
+        "tenant": headers.get("ce-tenant"),
+        "actor": actor,
+        "traceparent": headers.get("traceparent"),
+        "tracestate": headers.get("tracestate"),
+        "sequence": int(sequence) if sequence and sequence.isdigit() else None,
+        "data": data,
+    }
+    try:
+        envelope = Envelope.model_validate(fields)
+        envelope.nats_subject  # noqa: B018 - a type that is not baton.<service>...vN is not ours
+    except ValueError as exc:  # pydantic's ValidationError included
+        raise PoisonMessage(f"not a Baton event: {exc}") from exc
+    return envelope

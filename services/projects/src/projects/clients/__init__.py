@@ -1,0 +1,1 @@
+"""Clients: the tenants every project belongs to."""

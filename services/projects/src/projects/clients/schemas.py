@@ -1,0 +1,75 @@
+"""API shapes of clients. Inputs forbid unknown fields; a PATCH may not send ``null`` for a field."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from projects.fields import Metadata, Name, ShortText, Slug
+
+__all__ = ["ClientCreate", "ClientRead", "ClientStatus", "ClientUpdate", "Contact"]
+
+ClientStatus = Literal["active", "archived"]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+$"),
+]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50, pattern=r"^[0-9+()./ -]*$")]
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ShortText | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class ClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    slug: Slug
+    contact: Contact = Field(default_factory=Contact)
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class ClientUpdate(BaseModel):
+    """Only the fields sent are changed; who may send which is decided in the service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    slug: Slug | None = None
+    status: ClientStatus | None = None
+    contact: Contact | None = None
+    metadata: Metadata | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> ClientUpdate:
+        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
+        if nulls:
+            raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The sent fields as plain values (``contact`` as a dict)."""
+        return self.model_dump(include=self.model_fields_set, exclude_none=False)
+
+
+class ClientRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    slug: str
+    status: ClientStatus
+    contact: dict[str, Any]
+    metadata: dict[str, Any] = Field(validation_alias="extra")
+    version: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
