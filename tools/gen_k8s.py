@@ -126,7 +126,7 @@ def container(s: Svc, component: str, command: list[str]) -> dict[str, Any]:
         }  # fmt: skip
         c["startupProbe"] = {**{**probe, "httpGet": {"path": "/healthz", "port": "http"}}, "failureThreshold": 30}
         # Endpoints drop the pod first; the sleep lets in-flight requests drain before SIGTERM.
-        c["lifecycle"] = {"preStop": {"sleep": {"seconds": 10}}}
+        c["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", "10"]}}}
     else:
         # Workers have no port; liveness is the process itself. SIGTERM finishes the current batch.
         c["ports"] = [{"name": "health", "containerPort": 8001, "protocol": "TCP"}]
@@ -135,7 +135,7 @@ def container(s: Svc, component: str, command: list[str]) -> dict[str, Any]:
         c["readinessProbe"] = {**probe, "httpGet": {"path": "/readyz", "port": "health"}, "failureThreshold": 3}
         c["livenessProbe"] = {**probe, "failureThreshold": 3}
         c["startupProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 30}
-        c["lifecycle"] = {"preStop": {"sleep": {"seconds": 5}}}
+        c["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", "5"]}}}
     return c
 
 

