@@ -62,8 +62,12 @@ class RequestContext:
         token = request_id_var.set(rid)
         ctx = propagate.extract(headers)
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
@@ -75,7 +79,21 @@ class RequestContext:
                 span.set_attribute("http.request.method", scope["method"])
                 span.set_attribute("url.path", scope["path"])
                 span.set_attribute("baton.request_id", rid)
-                await self.app(scope, receive, send_with_id)
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception as exc:
+                    # Rendered here rather than by Starlette's outermost handler, so the 500 carries the
+                    # request id header too; the traceback goes to the log, never to the client.
+                    span.record_exception(exc)
+                    log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+                    if started:
+                        raise
+                    from starlette.requests import Request
+
+                    response = problem_response(
+                        500, detail="An unexpected error occurred", request=Request(scope, receive)
+                    )
+                    await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 
