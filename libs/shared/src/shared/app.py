@@ -192,6 +192,10 @@ def create_app(
             for hook in on_shutdown:
                 with contextlib.suppress(Exception):
                     await hook(app)
+            verifier = app.state.token_verifier
+            if verifier is not None and hasattr(verifier, "aclose"):
+                with contextlib.suppress(Exception):
+                    await verifier.aclose()
             if res.nats is not None:
                 with contextlib.suppress(Exception):
                     await res.nats.close()

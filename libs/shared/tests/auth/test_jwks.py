@@ -10,6 +10,7 @@ from shared.auth import InvalidToken, JWKSCache, KeySetUnavailable, TokenVerifie
 from shared.auth.testing import TokenFactory
 
 UNKNOWN_KEY = "The token signing key is unknown"
+HMAC_K = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"  # 33 bytes: no weak-key warning
 
 
 async def test_first_use_fetches_once_then_serves_from_cache(
@@ -134,7 +135,7 @@ async def test_cold_start_with_issuer_down_fails_closed(
         httpx.Response(500, json={"keys": []}),
         httpx.Response(200, text="<html>maintenance</html>"),
         httpx.Response(200, json={"keys": []}),
-        httpx.Response(200, json={"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]}),
+        httpx.Response(200, json={"keys": [{"kty": "oct", "k": HMAC_K, "kid": "x"}]}),
         httpx.Response(200, json=["not", "a", "set"]),
         httpx.Response(200, content=b'{"keys": [' + b" " * 300_000 + b"]}"),
         httpx.Response(302, headers={"location": "http://evil.example/jwks.json"}),
@@ -211,7 +212,7 @@ def test_parse_jwks_keeps_only_public_signature_keys(tokens: TokenFactory) -> No
                 no_kid,
                 dup_a,
                 dup_b,
-                {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+                {"kty": "oct", "k": HMAC_K, "kid": "hmac"},
                 {"kty": "OKP", "crv": "Ed25519", "x": "!!", "kid": "broken"},
                 {"kty": "PQ", "kid": "future"},
                 "junk",
@@ -230,7 +231,7 @@ def test_parse_jwks_rejects_non_sets(document: object) -> None:
 
 def test_static_set_without_usable_key_refused() -> None:
     with pytest.raises(ValueError, match="no usable"):
-        JWKSCache.from_static({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}]})
+        JWKSCache.from_static({"keys": [{"kty": "oct", "k": HMAC_K, "kid": "hmac"}]})
 
 
 async def test_static_cache_never_fetches_and_never_expires(tokens: TokenFactory) -> None:

@@ -144,7 +144,9 @@ async def test_allowed_algorithm_not_bound_to_the_key_rejected(tokens: TokenFact
     await rejected(verifier, token, "The token algorithm does not match its key")
 
 
-async def test_foreign_key_signing_under_our_kid_rejected(tokens: TokenFactory, verifier: TokenVerifier) -> None:
+async def test_foreign_key_signing_under_our_kid_rejected(
+    tokens: TokenFactory, verifier: TokenVerifier
+) -> None:
     attacker = TokenFactory()
     attacker.add_key("Ed25519", kid=tokens.current_kid)
     await rejected(verifier, attacker.issue(), BAD_SIGNATURE)
@@ -202,7 +204,9 @@ async def test_key_url_headers_rejected_and_never_fetched(
     assert issuer.fetches == 0
 
 
-async def test_embedded_jwk_header_rejected(tokens: TokenFactory, remote_verifier: TokenVerifier, issuer) -> None:
+async def test_embedded_jwk_header_rejected(
+    tokens: TokenFactory, remote_verifier: TokenVerifier, issuer
+) -> None:
     attacker = TokenFactory()
     embedded = attacker.key().as_dict(private=False)
     token = attacker.issue(headers={"jwk": embedded, "kid": tokens.current_kid})
@@ -216,7 +220,9 @@ async def test_crit_header_rejected(tokens: TokenFactory, verifier: TokenVerifie
 
 
 @pytest.mark.parametrize("typ", [None, "JWT", "jwt", "at+jwt2", "application/jwt", "at+JWT; x", 1])
-async def test_wrong_or_missing_typ_rejected(tokens: TokenFactory, verifier: TokenVerifier, typ: object) -> None:
+async def test_wrong_or_missing_typ_rejected(
+    tokens: TokenFactory, verifier: TokenVerifier, typ: object
+) -> None:
     await rejected(verifier, tokens.issue(headers={"typ": typ}), TYPE_REFUSED)
 
 

@@ -182,15 +182,24 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
+_REQUIRED_HEADERS = (
+    "ce-specversion",
+    "ce-id",
+    "ce-source",
+    "ce-type",
+    "ce-time",
+    "ce-actor",
+    "Content-Type",
+    "Nats-Msg-Id",
+)
+
+
 def _header_schema(cls: type[Event]) -> dict[str, Any]:
     """CloudEvents binary-mode attributes as NATS headers (see ``shared.messaging.envelope``)."""
     string = {"type": "string"}
     return {
         "type": "object",
-        "required": [
-            "ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-actor",
-            "Content-Type", "Nats-Msg-Id",
-        ],  # fmt: skip
+        "required": list(_REQUIRED_HEADERS),
         "properties": {
             "ce-specversion": {"const": "1.0"},
             "ce-id": {**string, "format": "uuid", "description": "Event id (UUIDv7); equals Nats-Msg-Id."},
@@ -213,7 +222,10 @@ def _header_schema(cls: type[Event]) -> dict[str, Any]:
             "traceparent": {**string, "description": "W3C trace context of the producing span."},
             "tracestate": string,
             "Content-Type": {"const": "application/json"},
-            "Nats-Msg-Id": {**string, "description": "Event id; JetStream drops duplicates within its window."},
+            "Nats-Msg-Id": {
+                **string,
+                "description": "Event id; JetStream drops duplicates within its window.",
+            },
         },
     }
 

@@ -14,6 +14,7 @@ Header mapping (``to_nats`` / ``from_nats``)::
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -69,7 +70,7 @@ class Envelope(BaseModel):
         """``baton.<service>.<aggregate>.<event>``: the type without its version."""
         return subject_for_type(self.type)
 
-    def parse_data(self, event_cls: type[EventT]) -> EventT:
+    def parse_data(self, event_cls: builtins.type[EventT]) -> EventT:
         """Validate ``data`` as ``event_cls``.
 
         Raises ``PoisonMessage`` when the envelope carries another type (a handler registered for the

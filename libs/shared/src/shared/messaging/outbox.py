@@ -147,7 +147,13 @@ def add_messaging_tables(metadata: MetaData) -> MessagingTables:
     for table in _TABLES:
         key = table.name if metadata.schema is None else f"{metadata.schema}.{table.name}"
         existing = metadata.tables.get(key)
-        copies.append(existing if existing is not None else table.to_metadata(metadata, schema=metadata.schema))
+        if existing is None:
+            existing = (
+                table.to_metadata(metadata)
+                if metadata.schema is None
+                else table.to_metadata(metadata, schema=metadata.schema)
+            )
+        copies.append(existing)
     return MessagingTables(*copies)
 
 

@@ -1,0 +1,142 @@
+"""Stream and consumer declarations: one stream per producing service, durable pull consumers.
+
+Declarations are idempotent (create, or update when the desired configuration changed), so every relay and
+every consumer declares what it needs at start-up and after a broker restart, and no separate setup step
+can be forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+__all__ = [
+    "ensure_consumer",
+    "ensure_stream",
+    "replay_subject",
+    "service_subjects",
+    "stream_name",
+]
+
+log = logging.getLogger(__name__)
+
+# nats-server's "stream name already in use" (a concurrent creator won the race).
+_STREAM_NAME_IN_USE = 10058
+
+
+def stream_name(service: str) -> str:
+    """``BATON_<SERVICE>``: the stream holding everything ``service`` publishes."""
+    return f"BATON_{service.upper()}"
+
+
+def service_subjects(service: str) -> list[str]:
+    return [f"baton.{service}.>"]
+
+
+def replay_subject(service: str) -> str:
+    """Where a service's relay answers replay requests (core NATS request-reply).
+
+    Deliberately outside ``baton.<service>.>``: a request on a subject the stream captures would be stored
+    as a message, and JetStream's PubAck would race the relay's answer.
+    """
+    return f"baton._replay.{service}"
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    service: str,
+    *,
+    replicas: int = 1,
+    duplicate_window: float | timedelta = timedelta(seconds=120),
+    max_age: float | timedelta | None = None,
+) -> StreamInfo:
+    """Declare ``BATON_<SERVICE>`` on ``baton.<service>.>``: file storage, limits retention.
+
+    ``duplicate_window`` bounds how late a relay may re-publish an event and still have JetStream drop
+    the copy (``Nats-Msg-Id``); past it, consumers' inboxes are the only dedupe. ``max_age`` unset keeps
+    events until someone decides otherwise.
+    """
+    name = stream_name(service)
+    desired = StreamConfig(
+        name=name,
+        description=f"Events published by the Baton {service} service",
+        subjects=service_subjects(service),
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=_seconds(duplicate_window),
+        max_age=None if max_age is None else _seconds(max_age),
+    )
+    try:
+        current = await js.stream_info(name)
+    except NotFoundError:
+        try:
+            return await js.add_stream(desired)
+        except BadRequestError as exc:
+            if exc.err_code != _STREAM_NAME_IN_USE:
+                raise
+            current = await js.stream_info(name)
+    cfg = current.config
+    if (
+        sorted(cfg.subjects or []) == sorted(desired.subjects or [])
+        and cfg.num_replicas == desired.num_replicas
+        and abs((cfg.duplicate_window or 0) - desired.duplicate_window) < 1e-3
+        and (cfg.max_age or 0) == (desired.max_age or 0)
+    ):
+        return current
+    log.info("updating stream %s", name)
+    return await js.update_stream(desired)
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    filter_subjects: Sequence[str],
+    *,
+    max_deliver: int = 10,
+    backoff: Sequence[float] | None = None,
+    ack_wait: float | timedelta = 30.0,
+    max_ack_pending: int = 1000,
+) -> ConsumerInfo:
+    """Declare (or update) a durable pull consumer with explicit acks.
+
+    ``ack_wait`` is how long a delivered, unacknowledged message (a crashed worker) waits before it is
+    redelivered. ``backoff``, when given, replaces ``ack_wait`` for successive redeliveries on the server
+    side; ``ConsumerRunner`` leaves it unset and applies its backoff through ``nak(delay)`` instead, so
+    slow handlers are not redelivered while still running.
+    """
+    subjects = list(filter_subjects)
+    config = ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=_seconds(ack_wait),
+        max_deliver=max_deliver,
+        backoff=list(backoff) if backoff else None,
+        max_ack_pending=max_ack_pending,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=subjects if len(subjects) > 1 else None,
+    )
+    return await js.add_consumer(stream, config)

@@ -1,0 +1,54 @@
+"""Running a service's worker process: the outbox relay and its consumers, side by side, until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Protocol
+
+__all__ = ["Runnable", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+class Runnable(Protocol):
+    """``OutboxRelay`` and ``ConsumerRunner`` both fit: ``run`` until ``stop`` is called."""
+
+    async def run(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+async def run_worker(*components: Runnable) -> None:
+    """Run every component until SIGTERM/SIGINT, then stop them gracefully (each finishes its batch).
+
+    If one component fails, the others are stopped too and the error is raised, so the process exits
+    non-zero and the orchestrator restarts it, instead of limping on half-alive.
+    """
+    loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        for component in components:
+            component.stop()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread / not Unix
+            loop.add_signal_handler(sig, stop_all)
+            installed.append(sig)
+    tasks = [asyncio.create_task(component.run(), name=type(component).__name__) for component in components]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+        if failed:
+            log.error("worker component %s failed; stopping the others", failed[0].get_name())
+            stop_all()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    finally:
+        stop_all()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
