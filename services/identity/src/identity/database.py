@@ -8,8 +8,9 @@ from sqlalchemy import DateTime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import schema_metadata, utcnow
+from shared.messaging.outbox import add_messaging_tables
 
-__all__ = ["Base", "Timestamps"]
+__all__ = ["MESSAGING", "Base", "Timestamps"]
 
 
 class Base(DeclarativeBase):
@@ -21,3 +22,7 @@ class Timestamps:
 
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+# The outbox, inbox and dead-letter tables live in this schema too.
+MESSAGING = add_messaging_tables(Base.metadata)

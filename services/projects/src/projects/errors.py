@@ -62,7 +62,9 @@ class InvalidStatusTransition(Conflict):
     code = "invalid_status_transition"
 
     def __init__(self, current: str, target: str) -> None:
-        super().__init__(f"A project cannot go from '{current}' to '{target}'", current=current, target=target)
+        super().__init__(
+            f"A project cannot go from '{current}' to '{target}'", current=current, target=target
+        )
 
 
 class FieldsNotWritable(ValidationFailed):

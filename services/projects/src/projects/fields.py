@@ -45,7 +45,9 @@ def _text(value: str) -> str:
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_single_line)
 ]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_single_line)]
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_single_line)
+]
 Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_text)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
 # A project type or BMAD workflow id: "fullstack", "greenfield-service", "method-brownfield", ...

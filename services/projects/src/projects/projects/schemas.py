@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from projects.fields import Description, Name, WorkflowRef
 
-__all__ = ["ProjectCreate", "ProjectKind", "ProjectRead", "ProjectStatus", "ProjectUpdate", "STANDARD_TYPES"]
+__all__ = ["STANDARD_TYPES", "ProjectCreate", "ProjectKind", "ProjectRead", "ProjectStatus", "ProjectUpdate"]
 
 ProjectKind = Literal["greenfield", "brownfield"]
 ProjectStatus = Literal["active", "paused", "completed", "archived"]
