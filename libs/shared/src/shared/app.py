@@ -179,11 +179,9 @@ def create_app(
         if use_nats:
             res.nats = await _connect_nats(settings.nats_url, settings.service_name)
         if app.state.token_verifier is None:
-            from shared.auth import JWKSCache, TokenVerifier
+            from shared.auth import TokenVerifier
 
-            app.state.token_verifier = TokenVerifier.from_settings(
-                settings, JWKSCache.from_settings(settings)
-            )
+            app.state.token_verifier = TokenVerifier.from_settings(settings)
         for hook in on_startup:
             await hook(app)
         try:
