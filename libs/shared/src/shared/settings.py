@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_SECRET", "BaseServiceSettings", "Environment"]
+__all__ = ["DEV_SECRET", "BaseServiceSettings", "Environment", "settings_env_vars"]
 
 Environment = Literal["development", "test", "production"]
 
@@ -72,3 +72,27 @@ class BaseServiceSettings(BaseSettings):
             if isinstance(value, SecretStr):
                 out.append((name, value.get_secret_value()))
         return out
+
+
+def settings_env_vars(cls: type[BaseSettings]) -> dict[str, tuple[str, object, str]]:
+    """Every environment variable ``cls`` reads → (field name, default, description).
+
+    The configuration reference and the Kubernetes manifest checks are generated from this, so a setting
+    and its documentation or deployment cannot drift apart.
+    """
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    out: dict[str, tuple[str, object, str]] = {}
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names = [alias.upper()]
+        elif alias is not None and hasattr(alias, "choices"):
+            names = [str(c).upper() for c in alias.choices if isinstance(c, str)]
+        else:
+            names = [prefix + (info.alias or name).upper()]
+        default: object = info.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = "(secret)"
+        for env in names:
+            out[env] = (name, default, info.description or "")
+    return out
