@@ -91,14 +91,20 @@ def resources(r: tuple[str, str, str, str]) -> dict[str, Any]:
 
 def env_from(s: Svc) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     env: list[dict[str, Any]] = [
-        {"name": "BATON_SECRET_KEY", "valueFrom": {"secretKeyRef": {"name": "baton-platform", "key": "secret-key"}}}
+        {
+            "name": "BATON_SECRET_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "baton-platform", "key": "secret-key"}},
+        }
     ]
     if s.database:
         secret = f"baton-db-{s.name}"
         env += [
             {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
             {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
-            {"name": "BATON_DATABASE_URL", "value": f"postgresql://$(DB_USER):$(DB_PASSWORD)@{DB_HOST}:5432/baton"},
+            {
+                "name": "BATON_DATABASE_URL",
+                "value": f"postgresql://$(DB_USER):$(DB_PASSWORD)@{DB_HOST}:5432/baton",
+            },
         ]
     return env, [{"configMapRef": {"name": f"{s.name}-config"}}]
 
@@ -124,7 +130,10 @@ def container(s: Svc, component: str, command: list[str]) -> dict[str, Any]:
             "httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 3,
             "failureThreshold": 3,
         }  # fmt: skip
-        c["startupProbe"] = {**{**probe, "httpGet": {"path": "/healthz", "port": "http"}}, "failureThreshold": 30}
+        c["startupProbe"] = {
+            **{**probe, "httpGet": {"path": "/healthz", "port": "http"}},
+            "failureThreshold": 30,
+        }
         # Endpoints drop the pod first; the sleep lets in-flight requests drain before SIGTERM.
         c["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", "10"]}}}
     else:
@@ -132,7 +141,11 @@ def container(s: Svc, component: str, command: list[str]) -> dict[str, Any]:
         c["ports"] = [{"name": "health", "containerPort": 8001, "protocol": "TCP"}]
         c["env"] = [*c["env"], {"name": "BATON_WORKER_HEALTH_PORT", "value": "8001"}]
         probe = {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 10, "timeoutSeconds": 3}
-        c["readinessProbe"] = {**probe, "httpGet": {"path": "/readyz", "port": "health"}, "failureThreshold": 3}
+        c["readinessProbe"] = {
+            **probe,
+            "httpGet": {"path": "/readyz", "port": "health"},
+            "failureThreshold": 3,
+        }
         c["livenessProbe"] = {**probe, "failureThreshold": 3}
         c["startupProbe"] = {**probe, "periodSeconds": 5, "failureThreshold": 30}
         c["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", "5"]}}}
@@ -152,19 +165,26 @@ def deployment(s: Svc, component: str) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 45,
         "securityContext": {
-            "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
             "seccompProfile": {"type": "RuntimeDefault"},
-        },  # fmt: skip
+        },
         "containers": [container(s, component, command)],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
         "topologySpreadConstraints": [
             {
-                "maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": policy,
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": policy,
                 "labelSelector": {"matchLabels": lab},
-            }  # fmt: skip
-            for key, policy in (("topology.kubernetes.io/zone", "ScheduleAnyway"),
-                                ("kubernetes.io/hostname", "ScheduleAnyway"))
-        ],  # fmt: skip
+            }
+            for key, policy in (
+                ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+                ("kubernetes.io/hostname", "ScheduleAnyway"),
+            )
+        ],
     }
     if component == "api" and s.database:
         env, env_refs = env_from(s)
@@ -211,11 +231,18 @@ def hpa(s: Svc, component: str) -> dict[str, Any]:
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": f"{s.name}-{component}", "labels": labels(s.name, component)},
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{s.name}-{component}"},
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": f"{s.name}-{component}",
+            },
             "minReplicas": 2,
             "maxReplicas": 10,
             "metrics": [
-                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
             ],
         },
     }
@@ -229,7 +256,11 @@ def network_policy(s: Svc) -> dict[str, Any]:
         ingress.append(
             {
                 "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
-                + ([{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "baton"}}}] if s.name == "identity" else []),
+                + (
+                    [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "baton"}}}]
+                    if s.name == "identity"
+                    else []
+                ),
                 "ports": [{"port": 8000, "protocol": "TCP"}],
             }
         )
@@ -241,11 +272,17 @@ def network_policy(s: Svc) -> dict[str, Any]:
         }
     )  # fmt: skip
     egress: list[dict[str, Any]] = [
-        {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}], "ports": [{"port": 4222, "protocol": "TCP"}]},
+        {
+            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}],
+            "ports": [{"port": 4222, "protocol": "TCP"}],
+        },
     ]
     if s.database:
         egress.append(
-            {"to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "baton-pg"}}}], "ports": [{"port": 5432, "protocol": "TCP"}]}
+            {
+                "to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "baton-pg"}}}],
+                "ports": [{"port": 5432, "protocol": "TCP"}],
+            }
         )
     # every service verifies tokens against identity's JWKS; the gateway also forwards to every service
     targets = ["identity"] if s.name != "gateway" else [o.name for o in SERVICES if o.name != "gateway"]
@@ -316,12 +353,18 @@ def common() -> list[dict[str, Any]]:
                 "policyTypes": ["Egress"],
                 "egress": [
                     {
-                        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                        "to": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                                },
+                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                            }
+                        ],
                         "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
                     }
                 ],
-            },  # fmt: skip
+            },
         },
     ]
 

@@ -29,7 +29,10 @@ def kubectl() -> str:
 
 def render(overlay: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [kubectl(), "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], check=True, capture_output=True, text=True
+        [kubectl(), "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
@@ -44,7 +47,9 @@ def by_kind(objects, kind):
 
 
 def test_generated_base_is_up_to_date():
-    res = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_k8s.py"), "--check"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_k8s.py"), "--check"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout
 
 

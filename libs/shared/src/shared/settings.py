@@ -20,36 +20,54 @@ class BaseServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore", env_file=None)
 
-    environment: Environment = "development"
-    service_name: str = "baton"
-    log_level: str = "INFO"
-    log_json: bool = True
+    environment: Environment = Field(
+        default="development", description="`production` refuses default or short secrets"
+    )
+    service_name: str = Field(default="baton", description="Name in logs, traces and the event source")
+    log_level: str = Field(default="INFO", description="Python log level")
+    log_json: bool = Field(default=True, description="One JSON object per log line")
 
-    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/baton"
-    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/baton",
+        description="Postgres URL of the service's own role",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200, description="Connections kept per process")
     # The Postgres schema a service owns; empty means "same as service_name".
-    database_schema: str = ""
+    database_schema: str = Field(default="", description="Schema the service owns (default: its name)")
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated")
     # JetStream replicas for the streams a service declares (3 in production).
-    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of declared streams")
 
     # Token verification (gateway and every service, defense in depth).
-    jwt_issuer: str = "http://127.0.0.1:8000"
-    jwt_audience: str = "baton"
-    jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
-    jwt_algorithms: list[str] = Field(default_factory=lambda: ["Ed25519", "RS256"])
-    jwt_leeway_seconds: int = Field(default=30, ge=0, le=30)
-    jwks_cache_seconds: int = Field(default=300, ge=1)
-    jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
+    jwt_issuer: str = Field(default="http://127.0.0.1:8000", description="Exact `iss` of accepted tokens")
+    jwt_audience: str = Field(default="baton", description="Required `aud` of accepted tokens")
+    jwks_url: str = Field(
+        default="http://127.0.0.1:8001/.well-known/jwks.json",
+        description="Where the signing keys are fetched",
+    )
+    jwt_algorithms: list[str] = Field(
+        default_factory=lambda: ["Ed25519", "RS256"], description="Accepted signature algorithms (JSON list)"
+    )
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=30, description="Clock skew tolerated on exp/nbf")
+    jwks_cache_seconds: int = Field(default=300, ge=1, description="How long a fetched key set is fresh")
+    jwks_refresh_cooldown_seconds: float = Field(
+        default=30.0, ge=0, description="Minimum time between refetches on unknown `kid`s"
+    )
     # How long a cached key set is still used while the issuer cannot be reached.
-    jwks_stale_max_seconds: int = Field(default=3600, ge=0)
+    jwks_stale_max_seconds: int = Field(
+        default=3600, ge=0, description="How long cached keys serve while the issuer is down"
+    )
 
     # Secret material (private key encryption, etc.); must be changed outside development.
-    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEV_SECRET), description="Encrypts private key material (16+ characters)"
+    )
 
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    otel_exporter_otlp_endpoint: str | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP endpoint for traces (off when unset)"
+    )
 
     @property
     def schema_name(self) -> str:
