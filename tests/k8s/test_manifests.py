@@ -138,7 +138,8 @@ def test_every_container_is_hardened(objects):
             assert {"cpu", "memory"} <= c["resources"]["limits"].keys(), where
             assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), where
             image = c["image"]
-            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), where
+            assert ":" in image.rsplit("/", 1)[-1], f"{where}: image not pinned"
+            assert not image.endswith(":latest"), where
         for c in spec["containers"]:
             where = f"{d['metadata']['name']}/{c['name']}"
             for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
