@@ -48,7 +48,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit happens before the response is sent, so a 2xx means the write is durable.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 LimitParam = Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Page size (1-100)")]
 
 

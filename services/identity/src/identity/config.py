@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.settings import BaseServiceSettings
 
-__all__ = ["SigningAlgorithm", "Settings"]
+__all__ = ["Settings", "SigningAlgorithm"]
 
 SigningAlgorithm = Literal["Ed25519", "RS256"]
 
@@ -24,13 +24,17 @@ class Settings(BaseServiceSettings):
     Every field can also be passed by name (tests build ``Settings(access_token_ttl_seconds=60)``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore", env_file=None, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="BATON_", extra="ignore", env_file=None, populate_by_name=True
+    )
 
     service_name: str = "identity"
     port: int = Field(default=8001, validation_alias=_env("PORT"))
 
     # Tokens. Access tokens live at most 15 minutes (the gateway's not-before covers the rest).
-    access_token_ttl_seconds: int = Field(default=900, ge=30, le=900, validation_alias=_env("ACCESS_TOKEN_TTL"))
+    access_token_ttl_seconds: int = Field(
+        default=900, ge=30, le=900, validation_alias=_env("ACCESS_TOKEN_TTL")
+    )
     refresh_token_ttl_seconds: int = Field(
         default=30 * 86400, ge=60, le=365 * 86400, validation_alias=_env("REFRESH_TOKEN_TTL")
     )
@@ -52,7 +56,9 @@ class Settings(BaseServiceSettings):
 
     # Login backoff: after ``*_free_failures`` failures inside the window, each further failure locks
     # for base * 2^(n - free) seconds, capped.
-    login_account_free_failures: int = Field(default=5, ge=1, validation_alias=_env("LOGIN_ACCOUNT_FREE_FAILURES"))
+    login_account_free_failures: int = Field(
+        default=5, ge=1, validation_alias=_env("LOGIN_ACCOUNT_FREE_FAILURES")
+    )
     login_ip_free_failures: int = Field(default=20, ge=1, validation_alias=_env("LOGIN_IP_FREE_FAILURES"))
     login_failure_window_seconds: int = Field(
         default=900, ge=1, validation_alias=_env("LOGIN_FAILURE_WINDOW")
@@ -72,6 +78,8 @@ class Settings(BaseServiceSettings):
     external_audience: str | None = Field(default=None, validation_alias=_env("EXTERNAL_AUDIENCE"))
     external_subject_claim: str = Field(default="sub", validation_alias=_env("EXTERNAL_SUBJECT_CLAIM"))
     external_email_claim: str = Field(default="email", validation_alias=_env("EXTERNAL_EMAIL_CLAIM"))
+    # Create a Baton user (no password, no memberships) the first time a verified email is seen.
+    external_auto_create: bool = Field(default=False, validation_alias=_env("EXTERNAL_AUTO_CREATE"))
     external_algorithms: list[str] = Field(
         default_factory=lambda: ["RS256", "ES256", "Ed25519", "PS256"],
         validation_alias=_env("EXTERNAL_ALGORITHMS"),

@@ -1,4 +1,5 @@
-"""Bounded, Postgres-safe field types shared by the clients and projects schemas.
+"""Input conventions shared by the clients and projects schemas: bounded, Postgres-safe field types and
+the base of every PATCH body.
 
 Postgres rejects NUL in text and NaN/Infinity in JSONB; both would be 500s, so they are refused here.
 """
@@ -10,13 +11,14 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
 
 __all__ = [
     "MAX_METADATA_BYTES",
     "Description",
     "Metadata",
     "Name",
+    "Patch",
     "ShortText",
     "Slug",
     "WorkflowRef",
@@ -86,3 +88,21 @@ def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
+
+
+class Patch(BaseModel):
+    """A partial update: unknown fields are refused, only the fields sent count, and ``null`` is refused
+    (no field of ours can be cleared to null; send ``{}`` or ``""`` where empty is allowed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> Patch:
+        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
+        if nulls:
+            raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The sent fields and their values (nested models stay models)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}

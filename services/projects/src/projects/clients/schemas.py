@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from projects.fields import Metadata, Name, ShortText, Slug
+from projects.fields import Metadata, Name, Patch, ShortText, Slug
 
 __all__ = ["ClientCreate", "ClientRead", "ClientStatus", "ClientUpdate", "Contact"]
 
@@ -37,27 +37,15 @@ class ClientCreate(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
 
 
-class ClientUpdate(BaseModel):
-    """Only the fields sent are changed; who may send which is decided in the service."""
-
-    model_config = ConfigDict(extra="forbid")
+class ClientUpdate(Patch):
+    """Only the fields sent are changed; who may send which is decided in the service. ``contact``
+    and ``metadata`` are replaced as a whole."""
 
     name: Name | None = None
     slug: Slug | None = None
     status: ClientStatus | None = None
     contact: Contact | None = None
     metadata: Metadata | None = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> ClientUpdate:
-        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
-        if nulls:
-            raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
-        return self
-
-    def changes(self) -> dict[str, Any]:
-        """The sent fields as plain values (``contact`` as a dict)."""
-        return self.model_dump(include=self.model_fields_set, exclude_none=False)
 
 
 class ClientRead(BaseModel):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
 
-from projects.fields import Description, Name, WorkflowRef
+from projects.fields import Description, Name, Patch, WorkflowRef
 
 __all__ = ["STANDARD_TYPES", "ProjectCreate", "ProjectKind", "ProjectRead", "ProjectStatus", "ProjectUpdate"]
 
@@ -37,11 +37,9 @@ class ProjectCreate(BaseModel):
         return None if self.type in STANDARD_TYPES else self.type
 
 
-class ProjectUpdate(BaseModel):
+class ProjectUpdate(Patch):
     """Only the fields sent are changed. ``client_id``, ``kind``, ``type`` and ``workflow_id`` are
     accepted here only so that sending a different value is a clear 422 instead of an unknown field."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
     description: Description | None = None
@@ -50,16 +48,6 @@ class ProjectUpdate(BaseModel):
     kind: ProjectKind | None = None
     type: WorkflowRef | None = None
     workflow_id: WorkflowRef | None = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> ProjectUpdate:
-        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
-        if nulls:
-            raise ValueError(f"fields cannot be null: {', '.join(sorted(nulls))}")
-        return self
-
-    def changes(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class ProjectRead(BaseModel):
