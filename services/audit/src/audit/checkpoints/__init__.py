@@ -1,0 +1,1 @@
+"""Signed checkpoints of the chains and the public key that checks them."""

@@ -1,0 +1,192 @@
+"""``/v1/audit/entries`` (alias ``/v1/audit/events``), ``/v1/audit/export`` and ``/v1/audit/verify``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from audit.access import READ_SCOPE, resolve_chain
+from audit.context import AuditDep
+from audit.entries import service
+from audit.entries.schemas import BadEntryRead, EntryFilter, EntryRead, VerifyRead
+from audit.errors import InvalidFilter
+from shared.auth import CurrentPrincipal, require_scopes
+from shared.http import LimitParam, Page, SessionDep, session_factory
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(require_scopes(READ_SCOPE))])
+
+ClientParam = Annotated[
+    str | None,
+    Query(max_length=36, description="A client id, or 'platform' (admins). Admins may omit it: every chain."),
+]
+
+
+def _request_id(request: Request) -> str | None:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else None
+
+
+def entry_filter(
+    principal: CurrentPrincipal,
+    client_id: ClientParam = None,
+    actor: Annotated[str | None, Query(max_length=200, description="Actor subject (exact).")] = None,
+    action: Annotated[str | None, Query(max_length=200, description="Event type prefix.")] = None,
+    resource_type: Annotated[str | None, Query(max_length=100)] = None,
+    resource_id: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[datetime | None, Query(description="Recorded at or after (ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="Recorded before (ISO 8601).")] = None,
+    flagged: Annotated[bool | None, Query(description="Only flagged (or unflagged) entries.")] = None,
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+) -> EntryFilter:
+    for value in (since, until):
+        if value is not None and value.tzinfo is None:
+            raise InvalidFilter("times must carry a time zone (e.g. 2025-01-31T00:00:00Z)")
+    chain = resolve_chain(principal, client_id)
+    return EntryFilter(
+        chain=chain,
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        since=since,
+        until=until,
+        flagged=flagged,
+        order=order,
+    )
+
+
+FilterDep = Annotated[EntryFilter, Depends(entry_filter)]
+
+
+@router.get("/entries", response_model=Page[EntryRead])
+async def list_entries(
+    request: Request,
+    session: SessionDep,
+    audit: AuditDep,
+    principal: CurrentPrincipal,
+    f: FilterDep,
+    limit: LimitParam = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Page[EntryRead]:
+    rows, next_cursor = await service.list_entries(
+        session, audit, principal, f, limit=limit, cursor=cursor, request_id=_request_id(request)
+    )
+    return Page[EntryRead](items=[EntryRead.of(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/entries/{entry_id}", response_model=EntryRead)
+async def get_entry(
+    request: Request, entry_id: uuid.UUID, session: SessionDep, audit: AuditDep, principal: CurrentPrincipal
+) -> EntryRead:
+    return EntryRead.of(await service.get_entry(session, audit, principal, entry_id, _request_id(request)))
+
+
+# The same resources under the names the gateway's public API uses.
+router.add_api_route(
+    "/events", list_entries, methods=["GET"], response_model=Page[EntryRead], include_in_schema=False
+)
+router.add_api_route(
+    "/events/{entry_id}", get_entry, methods=["GET"], response_model=EntryRead, include_in_schema=False
+)
+
+_CSV_COLUMNS = (
+    "id", "chain", "client_id", "sequence", "recorded_at", "occurred_at", "event_id", "actor_subject",
+    "actor_kind", "actor_name", "action", "resource_type", "resource_id", "request_id", "trace_id",
+    "source_stream", "stream_sequence", "producer", "producer_sequence", "flagged", "flag_reason",
+    "payload_truncated", "payload", "prev_hash", "hash",
+)  # fmt: skip
+
+
+def _csv_line(values: list[object]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(["" if v is None else v for v in values])
+    return buf.getvalue().encode()
+
+
+@router.get(
+    "/export",
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    response_class=StreamingResponse,
+)
+async def export(
+    request: Request,
+    session: SessionDep,
+    audit: AuditDep,
+    principal: CurrentPrincipal,
+    f: FilterDep,
+    format: Annotated[Literal["jsonl", "ndjson", "csv"], Query()] = "jsonl",
+) -> StreamingResponse:
+    """Every entry matching the filter, streamed (NDJSON, one entry per line, or CSV)."""
+    service.check_filter(f, audit.settings.max_query_days)
+    await service.record_read(
+        session, audit, principal, chain=f.chain, what="export",
+        details={"filter": f.described(), "format": format}, request_id=_request_id(request),
+    )  # fmt: skip
+    await session.commit()
+    factory = session_factory(request)
+    timeout = audit.settings.query_timeout_seconds
+
+    async def body() -> AsyncIterator[bytes]:
+        if format == "csv":
+            yield _csv_line(list(_CSV_COLUMNS))
+        async for row in service.export_rows(factory, f, timeout):
+            doc = EntryRead.of(row)
+            if format == "csv":
+                flat = doc.model_dump(mode="json")
+                yield _csv_line(
+                    [
+                        *[flat[k] for k in ("id", "chain", "client_id", "sequence", "recorded_at", "occurred_at", "event_id")],
+                        flat["actor"]["subject"], flat["actor"]["kind"], flat["actor"]["name"], flat["action"],
+                        flat["resource"]["type"], flat["resource"]["id"], flat["request_id"], flat["trace_id"],
+                        flat["source"]["stream"], flat["source"]["stream_sequence"], flat["source"]["producer"],
+                        flat["source"]["producer_sequence"], flat["flagged"], flat["flag_reason"],
+                        flat["payload_truncated"], orjson.dumps(flat["payload"]).decode(), flat["prev_hash"],
+                        flat["hash"],
+                    ]
+                )  # fmt: skip
+            else:
+                yield orjson.dumps(doc.model_dump(mode="json")) + b"\n"
+
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    ext = "csv" if format == "csv" else "jsonl"
+    name = f"audit-{f.chain or 'all'}.{ext}"
+    return StreamingResponse(
+        body(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.get("/verify", response_model=VerifyRead)
+async def verify(
+    request: Request,
+    session: SessionDep,
+    audit: AuditDep,
+    principal: CurrentPrincipal,
+    client_id: ClientParam = None,
+) -> VerifyRead:
+    """Recompute the chain's hashes and links and check its signed checkpoints."""
+    chain = resolve_chain(principal, client_id, required=True)
+    assert chain is not None
+    result = await service.verify(session, audit, principal, chain, _request_id(request))
+    bad = result.first_bad
+    return VerifyRead(
+        ok=result.ok,
+        chain=chain,
+        client_id=None if chain == "platform" else uuid.UUID(chain),
+        entries_checked=result.entries_checked,
+        checkpoints_checked=result.checkpoints_checked,
+        first_sequence=result.first_sequence,
+        last_sequence=result.last_sequence,
+        first_bad=None
+        if bad is None
+        else BadEntryRead(sequence=bad.sequence, reason=bad.reason, detail=bad.detail),
+    )

@@ -1,0 +1,1 @@
+"""Feeding the log: stream discovery, durable consumers, producer sequence tracking and gap healing."""
