@@ -1,0 +1,100 @@
+"""Who may read and who may act on a project's workflow, from the token alone.
+
+- People: ``product_owner`` and ``member`` of the project's client act (claim, complete, answer);
+  ``viewer`` reads. Platform admins do anything.
+- Agents: belong to one client, maybe narrowed to some projects; ``workflows:read`` reads,
+  ``workflows:write`` acts. Which tasks an agent may claim also depends on its ``bmad_roles`` (the engine
+  checks that).
+- A project the caller cannot see at all is a 404, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from shared.auth import Principal
+from shared.errors import Forbidden
+from workflows.definitions.vocabulary import canonical_role
+from workflows.engine.state import Actor
+
+__all__ = [
+    "ACT_ROLES",
+    "READ_ROLES",
+    "READ_SCOPE",
+    "WRITE_SCOPE",
+    "actor_of",
+    "can_read",
+    "ensure_act",
+    "ensure_read",
+    "readable_clients",
+]
+
+READ_SCOPE = "workflows:read"
+WRITE_SCOPE = "workflows:write"
+READ_ROLES = frozenset({"product_owner", "member", "viewer"})
+ACT_ROLES = frozenset({"product_owner", "member"})
+
+
+def can_read(principal: Principal, client_id: uuid.UUID | str, project_id: uuid.UUID | str) -> bool:
+    client, project = str(client_id), str(project_id)
+    if principal.is_admin:
+        return True
+    if principal.kind == "agent":
+        return (
+            principal.client_id == client
+            and (principal.has_scope(READ_SCOPE) or principal.has_scope(WRITE_SCOPE))
+            and principal.can_access_project(client, project)
+        )
+    return principal.role_in(client) in READ_ROLES
+
+
+def ensure_read(
+    principal: Principal,
+    client_id: uuid.UUID | str,
+    project_id: uuid.UUID | str,
+    *,
+    not_found: Callable[[], Exception],
+) -> None:
+    if not can_read(principal, client_id, project_id):
+        raise not_found()
+
+
+def ensure_act(
+    principal: Principal,
+    client_id: uuid.UUID | str,
+    project_id: uuid.UUID | str,
+    *,
+    not_found: Callable[[], Exception],
+) -> None:
+    """404 if the caller cannot even see the project; 403 if it may read but not act."""
+    ensure_read(principal, client_id, project_id, not_found=not_found)
+    if principal.is_admin:
+        return
+    if principal.kind == "agent":
+        if not principal.has_scope(WRITE_SCOPE):
+            raise Forbidden(
+                f"The token lacks the '{WRITE_SCOPE}' scope",
+                code="insufficient_scope",
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{WRITE_SCOPE}"'},
+            )
+        return
+    if principal.role_in(str(client_id)) not in ACT_ROLES:
+        raise Forbidden("Your role in this client only allows reading", code="insufficient_role")
+
+
+def readable_clients(principal: Principal) -> list[str] | None:
+    """Clients whose workflows the caller may list; None means every client (admins)."""
+    if principal.is_admin:
+        return None
+    if principal.kind == "agent":
+        ok = principal.has_scope(READ_SCOPE) or principal.has_scope(WRITE_SCOPE)
+        return [principal.client_id] if ok and principal.client_id else []
+    return [c for c, role in principal.memberships.items() if role in READ_ROLES]
+
+
+def actor_of(principal: Principal) -> Actor:
+    """The engine's view of the caller; agent roles are mapped to canonical BMAD roles (``tea`` → qa)."""
+    roles = frozenset(r for r in (canonical_role(x) for x in principal.bmad_roles) if r is not None)
+    kind = "agent" if principal.kind == "agent" else "user"
+    return Actor(subject=principal.subject, kind=kind, roles=roles, name=principal.display_name)
