@@ -1,0 +1,46 @@
+"""``POST /v1/search``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from documents.deps import EmbedderDep, SettingsDep
+from documents.search import service
+from documents.search.schemas import SearchRequest, SearchResponse
+from shared.auth import CurrentPrincipal, Principal
+from shared.errors import Forbidden
+from shared.http import SessionDep
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["search"])
+
+
+async def _may_search(principal: CurrentPrincipal) -> Principal:
+    """Agents need ``search`` or ``documents:read``; users' reach comes from their memberships."""
+    if (
+        principal.kind == "agent"
+        and not principal.is_admin
+        and not ({"search", "documents:read"} & principal.scopes)
+    ):
+        raise Forbidden(
+            "The token lacks a required scope",
+            code="insufficient_scope",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="search"'},
+        )
+    return principal
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search(
+    body: SearchRequest,
+    principal: Annotated[Principal, Depends(_may_search)],
+    session: SessionDep,
+    settings: SettingsDep,
+    embedder: EmbedderDep,
+) -> SearchResponse:
+    """Ranked chunks of the documents the caller may read: ``hybrid`` (vector + full text, RRF),
+    ``semantic`` or ``keyword``."""
+    return await service.search(session, principal, body, embedder, ef_search=settings.hnsw_ef_search)
