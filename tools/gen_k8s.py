@@ -160,6 +160,9 @@ def deployment(s: Svc, component: str) -> dict[str, Any]:
         if component == "api"
         else ["python", "-m", f"{s.name}.worker"]
     )  # fmt: skip
+    if s.public and component == "api":
+        # the gateway decides itself which proxies to believe (BATON_GATEWAY_TRUSTED_PROXIES)
+        command.append("--no-proxy-headers")
     pod: dict[str, Any] = {
         "serviceAccountName": s.name,
         "automountServiceAccountToken": False,

@@ -64,6 +64,9 @@ class BaseServiceSettings(BaseSettings):
         default=SecretStr(DEV_SECRET), description="Encrypts private key material (16+ characters)"
     )
 
+    worker_health_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of a worker's /healthz and /readyz (off when unset)"
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP endpoint for traces (off when unset)"
@@ -77,6 +80,9 @@ class BaseServiceSettings(BaseSettings):
     def _refuse_default_secrets(self) -> BaseServiceSettings:
         if self.environment == "production":
             for name, value in self._secret_fields():
+                # an optional secret left empty (e.g. a provider's key that is not in use) is not a default
+                if value == "" and name != "secret_key":
+                    continue
                 if value == DEV_SECRET or len(value) < 16:
                     raise ValueError(
                         f"BATON_{name.upper()} must be set to a real secret (16+ characters) in production"
@@ -106,6 +112,8 @@ def settings_env_vars(cls: type[BaseSettings]) -> dict[str, tuple[str, object, s
             names = [alias.upper()]
         elif alias is not None and hasattr(alias, "choices"):
             names = [str(c).upper() for c in alias.choices if isinstance(c, str)]
+            # a plain field-name choice (for keyword construction) is not an environment variable
+            names = [n for n in names if n.startswith(prefix)] or names
         else:
             names = [prefix + (info.alias or name).upper()]
         default: object = info.get_default(call_default_factory=True)

@@ -42,7 +42,9 @@ class Settings(BaseServiceSettings):
     read_timeout_seconds: float = _gw(30.0, "read_timeout_seconds", gt=0)
     # Keep-alive connections per upstream.
     pool_size: int = _gw(64, "pool_size", ge=1, le=10_000)
-    keepalive_seconds: float = _gw(30.0, "keepalive_seconds", gt=0)
+    # Below the upstreams' own idle timeout (uvicorn: 5 s), so an idle connection is dropped here first
+    # rather than found closed when a non-idempotent request (which is never retried) is sent on it.
+    keepalive_seconds: float = _gw(4.0, "keepalive_seconds", gt=0)
     # Request and response bodies up to this size are buffered; larger or unsized ones are streamed.
     buffer_bytes: int = _gw(65_536, "buffer_bytes", ge=0)
     # Body limit on document upload routes; every other route uses BATON_MAX_BODY_BYTES (1 MiB).

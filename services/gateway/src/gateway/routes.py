@@ -107,16 +107,43 @@ ROUTES: tuple[Route, ...] = (
     _r("/v1/workflow-definitions*", "workflows"),
     # projects (after the more specific /v1/projects/{id}/... entries)
     _r("/v1/projects/{project_id}", "projects", methods=("GET", "HEAD", "PATCH", "DELETE")),
-    # audit
+    # audit (the checkpoint-signing public keys are public, so anyone can verify an exported log)
+    _r("/v1/audit/public-key", "audit", public=True, methods=("GET", "HEAD")),
+    _r("/v1/audit/public-keys", "audit", public=True, methods=("GET", "HEAD")),
     _r("/v1/audit*", "audit"),
 )
 
 
+def _key(path: str) -> str:
+    """The first two segments: ``/v1/projects/1/x`` → ``/v1/projects``, ``/healthz`` → ``/healthz``."""
+    parts = path.split("/", 3)
+    return "/".join(parts[:3])
+
+
+def _pattern_key(pattern: str) -> str | None:
+    """The ``_key`` every path matching ``pattern`` has, or None if its first two segments vary."""
+    literal = re.split(r"[{*]", pattern, maxsplit=1)[0]
+    if literal == pattern:
+        return _key(pattern)
+    segments = literal.split("/")
+    if len(segments) >= 4:  # "/v1/clients/{id}..." : both first segments are complete
+        return f"/{segments[1]}/{segments[2]}"
+    if len(segments) == 3 and pattern[len(literal)] == "*" and not literal.endswith("/"):
+        return literal  # "/v1/users*"
+    return None
+
+
 class RouteTable:
-    """Ordered lookup over ``Route`` entries."""
+    """Ordered lookup over ``Route`` entries (indexed by the first two path segments)."""
 
     def __init__(self, routes: Iterable[Route] = ROUTES) -> None:
         self.routes: tuple[Route, ...] = tuple(routes)
+        keyed = [(_pattern_key(r.pattern), r) for r in self.routes]
+        anywhere = [r for k, r in keyed if k is None]
+        self._index: dict[str, tuple[Route, ...]] = {}
+        for key in {k for k, _ in keyed if k is not None}:
+            self._index[key] = tuple(r for k, r in keyed if k == key or k is None)
+        self._anywhere = tuple(anywhere)
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self.routes)
@@ -125,7 +152,7 @@ class RouteTable:
         """The first route matching ``path`` and ``method``; otherwise ``None`` and the methods that
         some route would accept on that path (empty: no route at all → 404, else 405)."""
         allowed: set[str] = set()
-        for route in self.routes:
+        for route in self._index.get(_key(path), self._anywhere):
             if route.regex.fullmatch(path) is None:
                 continue
             if route.methods is None or method in route.methods:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from typing import Protocol
+
+from shared.health import HealthServer
 
 __all__ = ["Runnable", "run_worker"]
 
@@ -20,13 +23,17 @@ class Runnable(Protocol):
     def stop(self) -> None: ...
 
 
-async def run_worker(*components: Runnable) -> None:
+async def run_worker(*components: Runnable, health_port: int | None = None) -> None:
     """Run every component until SIGTERM/SIGINT, then stop them gracefully (each finishes its batch).
 
     If one component fails, the others are stopped too and the error is raised, so the process exits
-    non-zero and the orchestrator restarts it, instead of limping on half-alive.
+    non-zero and the orchestrator restarts it, instead of limping on half-alive. With a ``health_port``
+    (default: ``BATON_WORKER_HEALTH_PORT``), ``/healthz`` and ``/readyz`` answer there for probes;
+    ready means every component is still running.
     """
     loop = asyncio.get_running_loop()
+    if health_port is None and (env_port := os.environ.get("BATON_WORKER_HEALTH_PORT")):
+        health_port = int(env_port)
 
     def stop_all() -> None:
         for component in components:
@@ -38,6 +45,13 @@ async def run_worker(*components: Runnable) -> None:
             loop.add_signal_handler(sig, stop_all)
             installed.append(sig)
     tasks = [asyncio.create_task(component.run(), name=type(component).__name__) for component in components]
+
+    async def all_running() -> dict[str, str]:
+        return {t.get_name(): "ok" if not t.done() else "stopped" for t in tasks}
+
+    health = HealthServer(health_port, all_running) if health_port else None
+    if health is not None:
+        await health.start()
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         failed = [t for t in done if not t.cancelled() and t.exception() is not None]
@@ -50,5 +64,7 @@ async def run_worker(*components: Runnable) -> None:
                 raise result
     finally:
         stop_all()
+        if health is not None:
+            await health.stop()
         for sig in installed:
             loop.remove_signal_handler(sig)

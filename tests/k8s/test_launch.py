@@ -1,0 +1,184 @@
+"""The manifests describe processes that really start: each Deployment's command, args and environment
+(ConfigMap + Secret references) are launched against the test Postgres and NATS, and the readiness probe
+path must answer 200. Also: the variables the manifests set are exactly ones the services read."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.embedded import free_port
+from shared.settings import settings_env_vars
+
+from .test_manifests import render
+
+ROOT = Path(__file__).resolve().parents[2]
+# Variables a manifest may set that no settings class reads, each with its reason.
+NOT_SETTINGS = {
+    "DB_USER": "expanded into BATON_DATABASE_URL by Kubernetes",
+    "DB_PASSWORD": "expanded into BATON_DATABASE_URL by Kubernetes",
+    "BATON_SERVICE": "names the schema for `python -m shared.migrations`",
+}
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    return render("prod")
+
+
+def service_of(deployment: dict[str, Any]) -> str:
+    return str(deployment["metadata"]["labels"]["app.kubernetes.io/name"])
+
+
+def container_env(objects, container) -> dict[str, str | None]:
+    """The environment Kubernetes would give the container: ConfigMaps, then env entries (secrets → None)."""
+    configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in objects if c["kind"] == "ConfigMap"}
+    env: dict[str, str | None] = {}
+    for ref in container.get("envFrom", []):
+        env.update(configmaps[ref["configMapRef"]["name"]])
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value")
+    return env
+
+
+def test_manifest_env_vars_are_settings_the_services_read(manifests):
+    problems = []
+    for d in (o for o in manifests if o["kind"] == "Deployment"):
+        service = service_of(d)
+        known = set(settings_env_vars(importlib.import_module(f"{service}.config").Settings))
+        spec = d["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for name in container_env(manifests, c):
+                if name not in known and name not in NOT_SETTINGS:
+                    problems.append(f"{d['metadata']['name']}/{c['name']}: {name} is read by nothing")
+    assert not problems, "\n".join(problems)
+
+
+def _resolve(value: str, env: dict[str, str], subs: dict[str, str]) -> str:
+    value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), ""), value)
+    for old, new in subs.items():
+        value = value.replace(old, new)
+    return value
+
+
+def launch_env(objects, container, subs: dict[str, str], db_user: str) -> dict[str, str]:
+    secret_values = {"DB_USER": db_user, "DB_PASSWORD": "", "BATON_SECRET_KEY": secrets.token_urlsafe(32)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    for name, value in container_env(objects, container).items():
+        env[name] = secret_values[name] if value is None else _resolve(value, env, subs)
+    return env
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> int:
+    deadline = time.monotonic() + timeout
+    status = 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            status = httpx.get(url, timeout=2).status_code
+            if status == 200:
+                return status
+        time.sleep(0.3)
+    pytest.fail(f"{url} answered {status}, not 200, within {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+_CREATE_DB = """
+import asyncio, sys, asyncpg
+async def main(url, name):
+    conn = await asyncpg.connect(url)
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    conn = await asyncpg.connect(url.rsplit("/", 1)[0] + "/" + name)
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    await conn.close()
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.fixture(scope="module")
+def launch_database(database_url) -> str:
+    """A database of its own: the launched services use their real schema names."""
+    name = f"k8s_{secrets.token_hex(4)}"
+    # in a child process: this sync fixture must not disturb the session's event loop
+    subprocess.run([sys.executable, "-c", _CREATE_DB, database_url, name], check=True)
+    return name
+
+
+def local_argv(argv: list[str]) -> list[str]:
+    """The image's ``python``/``uvicorn`` are this virtualenv's."""
+    if argv[0] == "python":
+        return [sys.executable, *argv[1:]]
+    if argv[0] == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", *argv[1:]]
+    return argv
+
+
+ORDER = ["identity", "projects", "workflows", "audit", "documents", "gateway"]
+
+
+def test_each_deployment_starts_and_turns_ready(manifests, postgres, nats, launch_database, tmp_path):
+    host_port = postgres.url.split("@", 1)[1].split("/", 1)[0]
+    identity_port = free_port()
+    subs = {
+        "baton-pg-rw:5432/baton": f"{host_port}/{launch_database}",
+        "nats://nats:4222": nats.url,
+        "http://identity:8000": f"http://127.0.0.1:{identity_port}",
+    }
+    db_user = postgres.url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[0]
+    deployments = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Deployment"}
+    procs: list[subprocess.Popen] = []
+    checked = []
+    try:
+        for service in ORDER:
+            for component in ("api", "worker"):
+                d = deployments.get(f"{service}-{component}")
+                if d is None:
+                    continue
+                spec = d["spec"]["template"]["spec"]
+                for init in spec.get("initContainers", []):
+                    env = launch_env(manifests, init, subs, db_user)
+                    env["BATON_MIGRATIONS_DIR"] = str(ROOT / "services" / service / "migrations")
+                    res = subprocess.run(
+                        local_argv(init["command"]), env=env, capture_output=True, text=True, cwd=tmp_path
+                    )
+                    assert res.returncode == 0, res.stderr[-3000:]
+                c = spec["containers"][0]
+                env = launch_env(manifests, c, subs, db_user)
+                port = identity_port if (service, component) == ("identity", "api") else free_port()
+                probe = c["readinessProbe"]["httpGet"]
+                named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+                container_port = named[probe["port"]] if isinstance(probe["port"], str) else probe["port"]
+                argv = [str(a) for a in c["command"] + c.get("args", [])]
+                argv = [str(port) if a == str(container_port) and i and argv[i - 1] == "--port" else a
+                        for i, a in enumerate(argv)]  # fmt: skip
+                if "BATON_WORKER_HEALTH_PORT" in env:
+                    env["BATON_WORKER_HEALTH_PORT"] = str(port)
+                argv = ["127.0.0.1" if a == "0.0.0.0" else a for a in argv]
+                argv = local_argv(argv)
+                log = tmp_path / f"{service}-{component}.log"
+                with log.open("wb") as out:
+                    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+                procs.append(proc)
+                wait_ready(f"http://127.0.0.1:{port}{probe['path']}", proc, log)
+                checked.append(d["metadata"]["name"])
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert set(checked) == set(deployments), f"not launched: {set(deployments) - set(checked)}"
