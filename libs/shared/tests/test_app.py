@@ -58,7 +58,8 @@ def assert_problem(r, status, code):
     assert body["status"] == status
     assert body["code"] == code
     assert body["type"].endswith(code.replace("_", "-"))
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     assert body["request_id"] == r.headers["x-request-id"]
     return body
 
@@ -87,7 +88,8 @@ async def test_500_problem_leaks_nothing(client):
     r = await client.get("/boom", headers={"x-request-id": "req-123"})
     body = assert_problem(r, 500, "internal_error")
     assert body["request_id"] == "req-123"
-    assert "secret" not in r.text and "Traceback" not in r.text
+    assert "secret" not in r.text
+    assert "Traceback" not in r.text
 
 
 async def test_unknown_route_and_body_limit(client):
