@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,14 @@ def _repo_root() -> Path:
 
 @dataclass
 class Stack:
-    """Everything ``make run`` starts; data stays under ``home`` between runs."""
+    """Everything ``make run`` starts; data stays under ``home`` between runs.
+
+    The defaults are ``make run``'s. System tests run the same stack against servers they already have:
+    ``database_url`` (a superuser URL of the database named ``database``) and ``nats_server_url`` replace
+    the embedded servers, ``ports`` moves every service to a free port, ``role_prefix`` keeps the
+    per-service roles apart from any other stack on the same Postgres, and ``extra_env`` is added to every
+    process's environment last.
+    """
 
     home: Path = field(default_factory=lambda: _repo_root() / ".baton")
     repo: Path = field(default_factory=_repo_root)
@@ -74,6 +82,13 @@ class Stack:
     postgres: EmbeddedPostgres | None = None
     nats: EmbeddedNats | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    database_url: str | None = None
+    nats_server_url: str | None = None
+    ports: dict[str, int] = field(default_factory=lambda: {s.name: s.port for s in SERVICES})
+    role_prefix: str = "baton_"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    echo: Callable[[str], None] = print
+    commands: dict[str, tuple[list[str], Service]] = field(default_factory=dict)
 
     # -- secrets kept for the next run (development only; Kubernetes uses Secrets) --
     def secrets(self) -> dict[str, str]:
@@ -92,12 +107,16 @@ class Stack:
 
     # -- backing servers --
     def superuser_url(self) -> str:
+        if self.database_url:
+            return self.database_url
         if url := os.environ.get("BATON_DATABASE_URL"):
             return url
         assert self.postgres is not None
         return self.postgres.url(database=self.database)
 
     def nats_url(self) -> str:
+        if self.nats_server_url:
+            return self.nats_server_url
         if url := os.environ.get("BATON_NATS_URL"):
             return url
         assert self.nats is not None
@@ -105,13 +124,13 @@ class Stack:
 
     def start_backing(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        if not os.environ.get("BATON_DATABASE_URL"):
-            print(f"postgres: starting on 127.0.0.1:{self.pg_port} (data in {self.home / 'postgres'})")
+        if not self.database_url and not os.environ.get("BATON_DATABASE_URL"):
+            self.echo(f"postgres: starting on 127.0.0.1:{self.pg_port} (data in {self.home / 'postgres'})")
             self.postgres = EmbeddedPostgres(self.home / "postgres", port=self.pg_port).start()
             with contextlib.suppress(subprocess.CalledProcessError):
                 self.postgres.psql(f"CREATE DATABASE {self.database}")
-        if not os.environ.get("BATON_NATS_URL"):
-            print(f"nats: starting JetStream on 127.0.0.1:{self.nats_port}")
+        if not self.nats_server_url and not os.environ.get("BATON_NATS_URL"):
+            self.echo(f"nats: starting JetStream on 127.0.0.1:{self.nats_port}")
             self.nats = EmbeddedNats(self.home / "nats", port=self.nats_port).start()
 
     def stop_backing(self) -> None:
@@ -120,13 +139,24 @@ class Stack:
         if self.postgres is not None:
             self.postgres.stop()
 
+    # -- where each service listens --
+    def port(self, service: Service) -> int:
+        return self.ports.get(service.name, service.port)
+
+    def base_url(self, name: str) -> str:
+        service = next(s for s in SERVICES if s.name == name)
+        return f"http://127.0.0.1:{self.port(service)}"
+
     # -- database roles, schemas, migrations --
+    def role(self, service: Service) -> str:
+        return f"{self.role_prefix}{service.name}"
+
     def service_url(self, service: Service) -> str:
         base = self.superuser_url()
         password = self.secrets()[f"db_{service.name}"]
         scheme, rest = base.split("://", 1)
         hostpart = rest.split("@", 1)[-1]
-        return f"{scheme}://baton_{service.name}:{password}@{hostpart}"
+        return f"{scheme}://{self.role(service)}:{password}@{hostpart}"
 
     async def provision(self, services: list[Service]) -> None:
         """One role per service that can reach only its own schema; pgvector in ``public`` for all."""
@@ -136,7 +166,7 @@ class Stack:
             await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
             await conn.execute(f"REVOKE ALL ON DATABASE {self.database} FROM PUBLIC")
             for service in services:
-                role, password = f"baton_{service.name}", self.secrets()[f"db_{service.name}"]
+                role, password = self.role(service), self.secrets()[f"db_{service.name}"]
                 exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
                 verb = "ALTER" if exists else "CREATE"
                 await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'")
@@ -153,8 +183,23 @@ class Stack:
             location = service.migrations_dir(self.repo)
             if not (location / "env.py").exists():
                 continue
-            await upgrade(self.service_url(service), location, service.name)
-            print(f"migrations: {service.name} up to date")
+            # ``upgrade`` runs ``CREATE SCHEMA IF NOT EXISTS``, which Postgres refuses without CREATE on the
+            # database even when the schema exists: granted for the migration only, then taken back.
+            async with self._database_create_grant(service):
+                await upgrade(self.service_url(service), location, service.name)
+            self.echo(f"migrations: {service.name} up to date")
+
+    @contextlib.asynccontextmanager
+    async def _database_create_grant(self, service: Service) -> AsyncIterator[None]:
+        conn = await asyncpg.connect(self.superuser_url().replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(f"GRANT CREATE ON DATABASE {self.database} TO {self.role(service)}")
+            try:
+                yield
+            finally:
+                await conn.execute(f"REVOKE CREATE ON DATABASE {self.database} FROM {self.role(service)}")
+        finally:
+            await conn.close()
 
     # -- processes --
     def environment(self, service: Service) -> dict[str, str]:
@@ -164,30 +209,54 @@ class Stack:
                 "BATON_ENVIRONMENT": env.get("BATON_ENVIRONMENT", "development"),
                 "BATON_NATS_URL": self.nats_url(),
                 "BATON_SECRET_KEY": self.secrets()["secret_key"],
-                "BATON_JWT_ISSUER": env.get("BATON_JWT_ISSUER", "http://127.0.0.1:8000"),
-                "BATON_JWKS_URL": "http://127.0.0.1:8001/.well-known/jwks.json",
+                "BATON_JWT_ISSUER": env.get("BATON_JWT_ISSUER", self.base_url("gateway")),
+                "BATON_JWKS_URL": f"{self.base_url('identity')}/.well-known/jwks.json",
                 "BATON_LOG_JSON": env.get("BATON_LOG_JSON", "true"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if service.name == "gateway":
+            for upstream in SERVICES:
+                if upstream.name != "gateway":
+                    env[f"BATON_GATEWAY_{upstream.name.upper()}_URL"] = self.base_url(upstream.name)
         if service.uses_database:
             env["BATON_DATABASE_URL"] = self.service_url(service)
+        env.update(self.extra_env)
         return env
 
+    def log_path(self, key: str) -> Path:
+        return self.home / "logs" / f"{key}.log"
+
     def spawn(self, key: str, args: list[str], service: Service) -> None:
-        logs = self.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        out = open(logs / f"{key}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.processes[key] = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=self.environment(service), cwd=self.repo
-        )
+        self.log_path(key).parent.mkdir(parents=True, exist_ok=True)
+        self.commands[key] = (args, service)
+        with open(self.log_path(key), "ab") as out:  # the child keeps its own copy of the descriptor
+            self.processes[key] = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=self.environment(service), cwd=self.repo
+            )
+
+    def kill(self, key: str, sig: signal.Signals = signal.SIGKILL, timeout: float = 15.0) -> None:
+        """Send ``sig`` to one process (``<service>-api`` / ``<service>-worker``) and wait for its end."""
+        proc = self.processes[key]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def respawn(self, key: str) -> None:
+        """Start a process again with the command and environment it was first started with."""
+        args, service = self.commands[key]
+        self.spawn(key, args, service)
 
     def start_services(self, services: list[Service]) -> None:
         for service in services:
             self.spawn(
                 f"{service.name}-api",
                 [sys.executable, "-m", "uvicorn", f"{service.name}.main:build_app", "--factory",
-                 "--host", "127.0.0.1", "--port", str(service.port), "--no-access-log",
+                 "--host", "127.0.0.1", "--port", str(self.port(service)), "--no-access-log",
                  "--timeout-graceful-shutdown", "10"],
                 service,
             )  # fmt: skip
@@ -201,14 +270,14 @@ class Stack:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while pending and time.monotonic() < deadline:
-                for name, service in list(pending.items()):
+                for name in list(pending):
                     proc = self.processes.get(f"{name}-api")
                     if proc is not None and proc.poll() is not None:
-                        raise RuntimeError(f"{name} exited; see {self.home / 'logs' / (name + '-api.log')}")
+                        raise RuntimeError(f"{name} exited; see {self.log_path(name + '-api')}")
                     with contextlib.suppress(httpx.HTTPError):
-                        r = await client.get(f"http://127.0.0.1:{service.port}/readyz")
+                        r = await client.get(f"{self.base_url(name)}/readyz")
                         if r.status_code == 200:
-                            print(f"ready: {name} on http://127.0.0.1:{service.port}")
+                            self.echo(f"ready: {name} on {self.base_url(name)}")
                             del pending[name]
                 await asyncio.sleep(0.5)
         return list(pending)

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
@@ -39,13 +39,16 @@ class Db:
     schema: str
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    effects: ClassVar[Table] = effects
 
     async def scalar(self, query: Any) -> Any:
         async with self.sessions() as session:
             return await session.scalar(query)
 
     async def unsent(self) -> int:
-        return int(await self.scalar(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))))
+        return int(
+            await self.scalar(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None)))
+        )
 
     async def outbox_rows(self) -> list[Any]:
         async with self.sessions() as session:
@@ -94,7 +97,9 @@ def stream_reader() -> Callable[[Any, str], Awaitable[list[StreamMessage]]]:
     return read_stream
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05) -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+) -> None:
     """Poll an async predicate until it holds; fail the test with a timeout otherwise."""
     deadline = time.monotonic() + timeout
     while True:

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = [
     "MAX_METADATA_BYTES",
@@ -44,8 +44,12 @@ def _text(value: str) -> str:
     return value
 
 
+# Documented with a ``\S`` pattern: surrounding whitespace is stripped, so a blank name is too short.
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_single_line)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_single_line),
+    Field(json_schema_extra={"pattern": r"\S"}),
 ]
 ShortText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_single_line)

@@ -27,6 +27,7 @@ SearchParam = Annotated[
     Query(
         min_length=1,
         max_length=200,
+        pattern=r"^[^\x00]*$",  # Postgres text cannot hold NUL: refused here (422), not a 500 in the query
         description="Case-insensitive literal substring of the name (and slug or description)",
     ),
 ]
@@ -37,7 +38,7 @@ def set_etag(response: Response, version: int) -> None:
 
 
 _PROBLEMS = {
-    400: "Malformed cursor",
+    400: "Malformed cursor, or a request body that is not valid JSON",
     401: "Missing or invalid bearer token",
     403: "Authenticated, but the role or token scope does not allow this",
     404: "No such resource, or one the caller may not see (the same answer for both)",

@@ -199,6 +199,8 @@ def _header_schema(cls: type[Event]) -> dict[str, Any]:
     string = {"type": "string"}
     return {
         "type": "object",
+        "description": "CloudEvents 1.0 binary mode. ce-* values are percent-encoded where needed "
+        "(non-ASCII, control characters, space, %).",
         "required": list(_REQUIRED_HEADERS),
         "properties": {
             "ce-specversion": {"const": "1.0"},

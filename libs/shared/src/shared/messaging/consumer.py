@@ -1,17 +1,23 @@
 """Durable pull consumers that apply each event exactly once to the consumer's own database.
 
-Per message: parse the envelope → open a transaction → insert (consumer, event id) into ``inbox`` (a
-conflict means "already applied": ack and skip) → run the handler in that transaction → commit → ack.
-A crash between commit and ack only causes a redelivery that the inbox turns into a no-op.
+Per fetched batch: one transaction that inserts every (consumer, event id) into ``inbox`` (a conflict
+means "already applied": skip) and runs the handlers in order; then commit, then ack. A crash between
+commit and ack only causes a redelivery that the inbox turns into a no-op. One commit and one inbox
+statement per batch, not per message, is what lets a consumer keep up with several producers: a durable
+commit costs milliseconds. If any message fails or cannot be read, that attempt is rolled back and the
+batch is redone message by message, each under its own savepoint, so one bad message never holds back
+or undoes the others. Order within the batch is kept either way.
 
-Outcomes:
+Outcomes, settled after the commit:
 
-- ``TransientError``, database or connection errors, and unexpected exceptions: roll back and
-  ``nak(delay=backoff[attempt])``; at the last allowed delivery the message is dead-lettered instead.
-- ``PoisonMessage``, a pydantic ``ValidationError``, or an envelope that does not parse: roll back,
-  record a ``dead_letters`` row in its own transaction, then ``term()`` (never redelivered, never lost).
-  If even the dead letter cannot be written, the message is nak'ed and comes back.
-- A type with no handler: ack (the consumer's filter is wider than what it cares about).
+- applied, already applied, or no handler for the type (the filter is wider than the interest): ack.
+- ``TransientError`` or any other exception from the handler: its savepoint is rolled back and the
+  message is ``nak(delay=backoff[attempt])``'ed; at the last allowed delivery it is dead-lettered instead.
+- ``PoisonMessage``, a pydantic ``ValidationError``, or an envelope that does not parse: rolled back, a
+  ``dead_letters`` row is written, then ``term()`` (never redelivered, never lost).
+- The batch cannot be committed (database down): every message is nak'ed with a delay and comes back.
+
+Handlers must not commit or roll back the session themselves.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import nats
 import nats.errors
@@ -50,6 +56,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 EventT = TypeVar("EventT", bound=Event)
+
+_INBOX_MANY = text(
+    "INSERT INTO inbox (consumer, event_id) SELECT :consumer, unnest(CAST(:ids AS uuid[])) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).columns(inbox.c.event_id)
 
 # Deliveries the server still allows after the runner's own limit, so a dead letter that could not be
 # written (database down) gets more chances instead of the message silently running out of deliveries.
@@ -130,8 +141,8 @@ class ConsumerRunner:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Fetch and process until ``stop()``; survives NATS restarts and database outages."""
-        self._stopping.clear()
+        """Fetch and process until ``stop()`` (also if it came first); survives NATS restarts and database
+        outages."""
         backoff = Backoff(maximum=self.max_reconnect_backoff)
         try:
             while not self._stopping.is_set():
@@ -140,7 +151,7 @@ class ConsumerRunner:
                     backoff.reset()
                 except (nats.errors.Error, OSError) as exc:
                     # Includes a consumer or stream that vanished: declare them again.
-                    log.warning("consumer %s: NATS trouble (%s); resubscribing", self.consumer, exc)
+                    log.warning("consumer %s: NATS trouble (%r); resubscribing", self.consumer, exc)
                     self._resubscribe = True
                     await self._sleep(backoff.next())
                 except DB_ERRORS as exc:
@@ -169,11 +180,17 @@ class ConsumerRunner:
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None
         if nc is not None and not nc.is_closed:
+            # Not drain(): a pull subscription's undelivered buffer never empties, so drain would wait
+            # for its timeout. Flushing gets the last acks to the server; anything pulled but not
+            # processed is redelivered after ack_wait.
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def process_batch(self, timeout: float | None = None) -> int:
-        """Fetch up to ``batch`` messages (waiting at most ``timeout``) and process them; how many."""
+        """Fetch up to ``batch`` messages (waiting at most ``timeout``), apply them in one transaction,
+        then settle each (ack / nak / term); how many were fetched."""
         await self.start()
         if self._db_down and not await self._database_ready():
             # Fetching now would only burn deliveries on messages that cannot be applied.
@@ -182,10 +199,19 @@ class ConsumerRunner:
         assert self._sub is not None
         try:
             msgs = await self._sub.fetch(self.batch, timeout=timeout or self.fetch_timeout)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nothing now (nats-py raises its own subclass, or asyncio's, for that)
             return 0
-        for msg in msgs:
-            await self._process(msg)
+        try:
+            outcomes = await self._apply_batch(msgs)
+        except DB_ERRORS as exc:
+            # Nothing of the batch was committed: every message comes back after a delay.
+            self._db_down = True
+            log.warning("consumer %s: batch not applied (%s); will retry", self.consumer, exc)
+            for msg in msgs:
+                await msg.nak(delay=self._delay(msg.metadata.num_delivered))
+            return len(msgs)
+        for msg, outcome in zip(msgs, outcomes, strict=True):
+            await self._settle(msg, outcome)
         return len(msgs)
 
     # -- NATS plumbing ------------------------------------------------------------------------------
@@ -243,52 +269,122 @@ class ConsumerRunner:
                 return handler
         return None
 
-    async def _process(self, msg: Msg) -> None:
+    def _delay(self, deliveries: int) -> float:
+        return self.backoff[min(max(deliveries, 1) - 1, len(self.backoff) - 1)]
+
+    async def _apply_batch(self, msgs: list[Msg]) -> list[_Outcome]:
+        """The batch's outcomes, committed. Optimistic first (one bulk inbox insert, no savepoints); if a
+        message needs isolating, that attempt is rolled back and the batch redone message by message.
+        A handler that failed is not run again for the same delivery: its exception decides its fate."""
+        failure: tuple[int, Exception] | None = None
+        try:
+            async with transaction(self.session_factory) as session:
+                return await self._apply_optimistically(session, msgs)
+        except _NeedsIsolation as isolate:
+            failure = isolate.failure
+        async with transaction(self.session_factory) as session:
+            outcomes: list[_Outcome] = []
+            for index, msg in enumerate(msgs):
+                if failure is not None and failure[0] == index:
+                    outcomes.append(await self._after_failure(session, msg, from_nats(msg), failure[1]))
+                else:
+                    outcomes.append(await self._process(session, msg))
+            return outcomes
+
+    async def _apply_optimistically(self, session: AsyncSession, msgs: list[Msg]) -> list[_Outcome]:
+        """Every message applies cleanly, or ``_NeedsIsolation`` (and the caller rolls back)."""
+        items: list[tuple[Msg, Envelope, Handler | None]] = []
+        for msg in msgs:
+            try:
+                envelope = from_nats(msg)
+            except PoisonMessage:
+                raise _NeedsIsolation(None) from None
+            handler = self._handler_for(envelope)
+            if handler is not None and (
+                _event_uuid(envelope) is None or msg.metadata.num_delivered > self.max_deliver
+            ):
+                raise _NeedsIsolation(None)
+            items.append((msg, envelope, handler))
+        wanted = [_event_uuid(e) for _, e, h in items if h is not None]
+        fresh: set[uuid.UUID] = set()
+        if wanted:
+            # One statement with one array parameter: the same SQL for any batch size, so it stays cached.
+            inserted = await session.execute(_INBOX_MANY, {"consumer": self.consumer, "ids": wanted})
+            fresh = set(inserted.scalars())
+        outcomes: list[_Outcome] = []
+        for index, (msg, envelope, handler) in enumerate(items):
+            if handler is None:
+                outcomes.append(_Outcome("ack", "unhandled"))
+                continue
+            event_id = _event_uuid(envelope)
+            if event_id not in fresh:  # applied before, or an earlier copy in this batch
+                outcomes.append(_Outcome("ack", "duplicates"))
+                continue
+            fresh.discard(event_id)
+            try:
+                await self._run_handler(session, envelope, handler, msg)
+            except Exception as exc:
+                raise _NeedsIsolation((index, exc)) from exc
+            outcomes.append(_Outcome("ack", "processed"))
+        return outcomes
+
+    async def _process(self, session: AsyncSession, msg: Msg) -> _Outcome:
+        """Decide one message's fate inside the batch transaction, under its own savepoint."""
         deliveries = msg.metadata.num_delivered
         try:
             envelope = from_nats(msg)
         except PoisonMessage as exc:
-            await self._dead_letter(msg, None, f"unreadable: {exc}")
-            return
+            return await self._dead_letter(session, msg, None, f"unreadable: {exc}")
         handler = self._handler_for(envelope)
         if handler is None:
-            self.stats.unhandled += 1
-            await self._ack(msg)
-            return
+            return _Outcome("ack", "unhandled")
+        event_id = _event_uuid(envelope)
+        if event_id is None:
+            return await self._dead_letter(session, msg, envelope, f"event id {envelope.id!r} is not a UUID")
         if deliveries > self.max_deliver:
-            # Delivered past the limit without an outcome: the worker died each time (or a dead letter
-            # could not be written). Do not run the handler again.
-            await self._dead_letter(msg, envelope, f"no outcome after {deliveries - 1} deliveries")
-            return
+            # Delivered past the limit without an outcome: the worker died each time, or the batch
+            # could not be committed. Do not run the handler again.
+            return await self._dead_letter(
+                session, msg, envelope, f"no outcome after {deliveries - 1} deliveries"
+            )
         try:
-            applied = await self._apply(envelope, handler, msg)
-        except (PoisonMessage, ValidationError) as exc:
-            await self._dead_letter(msg, envelope, f"poison: {exc!r}")
-            return
+            async with session.begin_nested():
+                inserted = await session.scalar(
+                    pg_insert(inbox)
+                    .values(consumer=self.consumer, event_id=event_id)
+                    .on_conflict_do_nothing()
+                    .returning(inbox.c.event_id)
+                )
+                if inserted is None:
+                    return _Outcome("ack", "duplicates")
+                await self._run_handler(session, envelope, handler, msg)
         except Exception as exc:
-            if isinstance(exc, DB_ERRORS):
-                self._db_down = True
-            if deliveries >= self.max_deliver:
-                await self._dead_letter(msg, envelope, f"gave up after {deliveries} deliveries: {exc!r}")
-                return
-            delay = self.backoff[min(deliveries - 1, len(self.backoff) - 1)]
-            log.info("consumer %s: %s failed (%r); retry in %ss", self.consumer, envelope.id, exc, delay)
-            self.stats.retried += 1
-            await msg.nak(delay=delay)
-            return
-        if applied:
-            self.stats.processed += 1
-        else:
-            self.stats.duplicates += 1
-        await self._ack(msg)
+            # A broken connection surfaces again at the next statement or the commit and fails the
+            # whole batch; anything else is this message's problem.
+            return await self._after_failure(session, msg, envelope, exc)
+        return _Outcome("ack", "processed")
 
-    async def _apply(self, envelope: Envelope, handler: Handler, msg: Msg) -> bool:
-        """Run the handler with the inbox insert, in one transaction; False if already applied."""
-        parent = propagate.extract(msg.headers or {})
+    async def _after_failure(
+        self, session: AsyncSession, msg: Msg, envelope: Envelope, exc: Exception
+    ) -> _Outcome:
+        """Poison is dead-lettered at once; anything else is retried until the last delivery."""
+        deliveries = msg.metadata.num_delivered
+        if isinstance(exc, PoisonMessage | ValidationError):
+            return await self._dead_letter(session, msg, envelope, f"poison: {type(exc).__name__}: {exc}")
+        if deliveries >= self.max_deliver:
+            reason = f"gave up after {deliveries} deliveries: {type(exc).__name__}: {exc}"
+            return await self._dead_letter(session, msg, envelope, reason)
+        log.info("consumer %s: %s failed (%r); will retry", self.consumer, envelope.id, exc)
+        return _Outcome("nak", "retried", self._delay(deliveries))
+
+    async def _run_handler(
+        self, session: AsyncSession, envelope: Envelope, handler: Handler, msg: Msg
+    ) -> None:
+        """The handler inside a CONSUMER span that continues the producer's trace."""
         tracer = trace.get_tracer("shared.messaging")
         with tracer.start_as_current_span(
             f"{envelope.nats_subject} process",
-            context=parent,
+            context=propagate.extract(msg.headers or {}),
             kind=SpanKind.CONSUMER,
             record_exception=False,
             set_status_on_exception=False,
@@ -298,65 +394,80 @@ class ConsumerRunner:
                 "messaging.destination.name": envelope.nats_subject,
                 "messaging.consumer.group.name": self.consumer,
                 "messaging.message.id": envelope.id,
+                "messaging.nats.delivery_count": msg.metadata.num_delivered,
                 "cloudevents.event_type": envelope.type,
                 "baton.sequence": envelope.sequence or 0,
             },
         ) as span:
             try:
-                async with transaction(self.session_factory) as session:
-                    inserted = await session.scalar(
-                        pg_insert(inbox)
-                        .values(consumer=self.consumer, event_id=uuid.UUID(envelope.id))
-                        .on_conflict_do_nothing()
-                        .returning(inbox.c.event_id)
-                    )
-                    if inserted is None:
-                        span.set_attribute("baton.duplicate", True)
-                        return False
-                    await handler(session, envelope)
+                await handler(session, envelope)
             except BaseException as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, repr(exc)))
                 raise
-        return True
+
+    async def _dead_letter(
+        self, session: AsyncSession, msg: Msg, envelope: Envelope | None, reason: str
+    ) -> _Outcome:
+        """Record the message (terminated once the batch commits; if it does not, it comes back)."""
+        event_id = None if envelope is None else _event_uuid(envelope)
+        async with session.begin_nested():
+            await session.execute(
+                pg_insert(dead_letters)
+                .values(
+                    id=new_id(),
+                    consumer=self.consumer,
+                    event_id=event_id,
+                    event_type=None if envelope is None else envelope.type,
+                    subject=msg.subject,
+                    stream_sequence=msg.metadata.sequence.stream,
+                    headers=dict(msg.headers or {}),
+                    body=msg.data,
+                    reason=reason[:4000],
+                    deliveries=msg.metadata.num_delivered,
+                )
+                .on_conflict_do_nothing()
+            )
+        log.error("consumer %s: dead-lettering %s: %s", self.consumer, msg.subject, reason)
+        return _Outcome("term", "dead_lettered")
+
+    async def _settle(self, msg: Msg, outcome: _Outcome) -> None:
+        """Tell JetStream, after the commit, what became of the message."""
+        if outcome.action == "ack":
+            await self._ack(msg)
+        elif outcome.action == "nak":
+            await msg.nak(delay=outcome.delay)
+        else:
+            await msg.term()
+        stat = outcome.stat
+        setattr(self.stats, stat, getattr(self.stats, stat) + 1)
 
     async def _ack(self, msg: Msg) -> None:
         """Acknowledge after commit (a seam: tests override it to simulate a crash before the ack)."""
         await msg.ack()
 
-    async def _dead_letter(self, msg: Msg, envelope: Envelope | None, reason: str) -> None:
-        """Record the message, then terminate it; if recording fails, nak so it comes back later."""
-        meta = msg.metadata
-        event_id: uuid.UUID | None = None
-        if envelope is not None:
-            with contextlib.suppress(ValueError):
-                event_id = uuid.UUID(envelope.id)
-        try:
-            async with transaction(self.session_factory) as session:
-                await session.execute(
-                    pg_insert(dead_letters)
-                    .values(
-                        id=new_id(),
-                        consumer=self.consumer,
-                        event_id=event_id,
-                        event_type=None if envelope is None else envelope.type,
-                        subject=msg.subject,
-                        stream_sequence=meta.sequence.stream,
-                        headers=dict(msg.headers or {}),
-                        body=msg.data,
-                        reason=reason[:4000],
-                        deliveries=meta.num_delivered,
-                    )
-                    .on_conflict_do_nothing()
-                )
-        except DB_ERRORS as exc:
-            self._db_down = True
-            log.error("consumer %s: cannot record dead letter (%s); will retry", self.consumer, exc)
-            await msg.nak(delay=self.backoff[-1])
-            return
-        log.error("consumer %s: dead-lettered %s: %s", self.consumer, msg.subject, reason)
-        self.stats.dead_lettered += 1
-        await msg.term()
+
+class _NeedsIsolation(Exception):
+    """The optimistic batch hit something that must be handled message by message; ``failure`` is the
+    index and exception of a handler that already failed in this delivery, if that was the reason."""
+
+    def __init__(self, failure: tuple[int, Exception] | None) -> None:
+        super().__init__(failure)
+        self.failure = failure
+
+
+def _event_uuid(envelope: Envelope) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(envelope.id)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    action: Literal["ack", "nak", "term"]
+    stat: Literal["processed", "duplicates", "unhandled", "retried", "dead_lettered"]
+    delay: float = 0.0
 
 
 async def dead_letter_count(session: AsyncSession, consumer: str) -> int:

@@ -10,6 +10,8 @@ Header mapping (``to_nats`` / ``from_nats``)::
     ce-tenant ce-actor (JSON) ce-sequence                                     Baton extensions
     traceparent tracestate                                                    W3C trace context
     Content-Type (= datacontenttype)  Nats-Msg-Id (= id, JetStream dedupe)
+
+``ce-*`` values are percent-encoded where they must be (non-ASCII, control characters, space, ``%``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import quote, unquote
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -93,27 +96,37 @@ class NatsMessage(Protocol):
     def headers(self) -> dict[str, str] | None: ...
 
 
+# Percent-encode what is not printable ASCII, plus space and '%' (CloudEvents' HTTP binding rule, minus
+# the double quote, which NATS headers carry fine), so any value survives header parsing, including
+# its surrounding spaces, which the parser strips.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def _encode(value: str) -> str:
+    return quote(value, safe=_HEADER_SAFE)
+
+
 def to_nats(envelope: Envelope) -> tuple[str, dict[str, str], bytes]:
     """``(subject, headers, body)`` for publishing ``envelope`` in binary mode."""
-    headers = {
+    attributes = {
         "ce-specversion": envelope.specversion,
         "ce-id": envelope.id,
         "ce-source": envelope.source,
         "ce-type": envelope.type,
-        "ce-time": envelope.time.isoformat().replace("+00:00", "Z"),
-        "ce-actor": orjson.dumps(envelope.actor.model_dump(mode="json")).decode(),
-        "Content-Type": envelope.datacontenttype,
-        "Nats-Msg-Id": envelope.id,
-    }
-    optional = {
         "ce-subject": envelope.subject,
+        "ce-time": envelope.time.isoformat().replace("+00:00", "Z"),
         "ce-dataschema": envelope.dataschema,
         "ce-tenant": envelope.tenant,
+        "ce-actor": orjson.dumps(envelope.actor.model_dump(mode="json")).decode(),
         "ce-sequence": None if envelope.sequence is None else str(envelope.sequence),
-        "traceparent": envelope.traceparent,
-        "tracestate": envelope.tracestate,
     }
-    headers.update({k: v for k, v in optional.items() if v is not None})
+    headers = {k: _encode(v) for k, v in attributes.items() if v is not None}
+    headers["Content-Type"] = envelope.datacontenttype
+    headers["Nats-Msg-Id"] = envelope.id
+    if envelope.traceparent is not None:
+        headers["traceparent"] = envelope.traceparent
+    if envelope.tracestate is not None:
+        headers["tracestate"] = envelope.tracestate
     return envelope.nats_subject, headers, orjson.dumps(envelope.data)
 
 
@@ -123,7 +136,9 @@ def from_nats(msg: NatsMessage) -> Envelope:
     Anything that is not a Baton event (missing attributes, a body that is not a JSON object, an actor
     that does not parse) raises ``PoisonMessage``: redelivering it could never help.
     """
-    headers = {k.lower(): v for k, v in (msg.headers or {}).items()}
+    headers = {
+        k.lower(): unquote(v) if k.lower().startswith("ce-") else v for k, v in (msg.headers or {}).items()
+    }
     try:
         data = orjson.loads(msg.data)
         actor = orjson.loads(headers["ce-actor"]) if "ce-actor" in headers else None

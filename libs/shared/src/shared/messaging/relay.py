@@ -42,6 +42,7 @@ from nats.js.api import PubAck
 from nats.js.errors import NoStreamResponseError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import ValidationError
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -157,8 +158,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        """Lead or stand by until ``stop()``; survives NATS and Postgres outages."""
-        self._stopping.clear()
+        """Lead or stand by until ``stop()`` (which also counts if it came first); survives NATS and
+        Postgres outages."""
         try:
             await self._connect_nats()
             backoff = Backoff(maximum=self.max_backoff)
@@ -208,6 +209,7 @@ class OutboxRelay:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
+                    drain_timeout=5,
                     error_cb=self._on_nats_error,
                 )
                 break
@@ -397,7 +399,11 @@ class OutboxRelay:
         futures: list[asyncio.Future[PubAck]] = []
         try:
             for row in rows:
-                envelope = Envelope.model_validate({**row.payload, "sequence": row.sequence})
+                try:
+                    envelope = Envelope.model_validate({**row.payload, "sequence": row.sequence})
+                except ValidationError as exc:
+                    # Only emit() writes the outbox; a row it did not write stops the relay, loudly.
+                    raise RuntimeError(f"outbox row {row.id} does not hold an envelope: {exc}") from exc
                 subject, headers, body = to_nats(envelope)
                 span = tracer.start_span(
                     f"{subject} publish",
@@ -414,9 +420,9 @@ class OutboxRelay:
                 )
                 spans.append(span)
                 propagate.inject(headers, context=trace.set_span_in_context(span))
-                futures.append(
-                    await js.publish_async(subject, body, headers=headers, wait_stall=self.publish_timeout)
-                )
+                # No wait_stall: a batch never fills the pending window (2 x batch_size), and nats-py's
+                # wait_for around the semaphore costs a task per message (measured: 4x slower relay).
+                futures.append(await js.publish_async(subject, body, headers=headers))
             acks = list(await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout))
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             for future in futures:

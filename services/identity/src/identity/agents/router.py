@@ -11,11 +11,16 @@ from identity.access import Caller
 from identity.agents import service
 from identity.agents.schemas import AgentCreate, AgentRead, AgentUpdate, AgentWithSecret
 from identity.paging import after_id, next_cursor
+from identity.problems import problems
 from shared.http import LimitParam, Page, SessionDep, etag_for
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/clients/{client_id}/agents", tags=["agents"])
+router = APIRouter(
+    prefix="/v1/clients/{client_id}/agents",
+    tags=["agents"],
+    responses=problems(400, 401, 403, 404, 409, 412, 413, 422),
+)
 _NO_STORE = {"Cache-Control": "no-store"}
 
 

@@ -30,7 +30,13 @@ Scope = Literal[
 ]
 AGENT_SCOPES: frozenset[str] = frozenset(Scope.__args__)  # type: ignore[attr-defined]
 BmadRole = Literal["analyst", "pm", "architect", "po", "sm", "dev", "qa", "ux-expert"]
-AgentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Not blank once stripped, and no NUL (Postgres text cannot hold it): both in the documented pattern.
+AgentName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"
+    ),
+]
 
 
 def _distinct_sorted(values: list[str]) -> list[str]:

@@ -15,6 +15,7 @@ from identity.context import ContextDep
 from identity.keys.repository import SigningKeyRepository
 from identity.keys.service import published_jwks, rotate_signing_key
 from identity.outbox import actor_of
+from identity.problems import problems
 from shared.db import utcnow
 from shared.http import SessionDep
 
@@ -78,13 +79,18 @@ async def openid_configuration(ctx: ContextDep) -> JSONResponse:
     return JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})
 
 
-@router.get("/v1/auth/keys", response_model=KeyList, tags=["keys"])
+@router.get("/v1/auth/keys", response_model=KeyList, tags=["keys"], responses=problems(401, 403))
 async def list_keys(session: SessionDep, _: AdminCaller) -> KeyList:
     rows = await SigningKeyRepository(session).published(utcnow())
     return KeyList(items=[KeyRead.model_validate(r) for r in rows])
 
 
-@router.post("/v1/auth/keys/rotate", response_model=KeyRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/v1/auth/keys/rotate",
+    response_model=KeyRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(400, 401, 403, 413, 422),
+)
 async def rotate_key(body: KeyRotate, session: SessionDep, caller: AdminCaller, ctx: ContextDep) -> KeyRead:
     """Introduce a new signing key now or after ``publish_ahead_seconds``; older keys retire then."""
     row = await rotate_signing_key(

@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 
 from identity.context import ContextDep
 from identity.external.service import exchange_external_token
+from identity.problems import problems
 from identity.tokens import service
 from identity.tokens.errors import OAuthError
 from identity.tokens.schemas import LoginRequest, LogoutRequest, TokenResponse
@@ -30,26 +31,28 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _MAX_PARAM = 4096
+_PARAM: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": _MAX_PARAM}
+
+
+def _grant(grant_type: str, required: list[str], optional: list[str]) -> dict[str, Any]:
+    """One grant's form: its ``grant_type`` and the parameters it needs (extra ones are ignored)."""
+    properties: dict[str, Any] = {"grant_type": {"type": "string", "enum": [grant_type]}}
+    properties.update(dict.fromkeys([*required, *optional], _PARAM))
+    return {"type": "object", "required": ["grant_type", *required], "properties": properties}
+
+
 _FORM_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "application/x-www-form-urlencoded": {
                 "schema": {
-                    "type": "object",
-                    "required": ["grant_type"],
-                    "properties": {
-                        "grant_type": {
-                            "type": "string",
-                            "enum": ["client_credentials", "refresh_token", TOKEN_EXCHANGE],
-                        },
-                        "client_id": {"type": "string"},
-                        "client_secret": {"type": "string"},
-                        "scope": {"type": "string"},
-                        "refresh_token": {"type": "string"},
-                        "subject_token": {"type": "string"},
-                        "subject_token_type": {"type": "string"},
-                    },
+                    "oneOf": [
+                        # The client authenticates with these or with HTTP Basic (client_secret_basic).
+                        _grant("client_credentials", [], ["client_id", "client_secret", "scope"]),
+                        _grant("refresh_token", ["refresh_token"], []),
+                        _grant(TOKEN_EXCHANGE, ["subject_token", "subject_token_type"], []),
+                    ]
                 }
             }
         },
@@ -94,7 +97,7 @@ def _oauth_error(exc: OAuthError) -> JSONResponse:
     "/login",
     response_model=TokenResponse,
     response_model_exclude_none=True,
-    responses={401: {"description": "Invalid credentials"}, 429: {"description": "Too many failures"}},
+    responses=problems(400, 401, 413, 422, 429, 503),
 )
 async def login(body: LoginRequest, request: Request, ctx: ContextDep) -> JSONResponse:
     async with keeping_rejections(session_factory(request)) as session:
@@ -162,7 +165,7 @@ async def _read_form(request: Request) -> FormData:
     response_model=TokenResponse,
     response_model_exclude_none=True,
     openapi_extra=_FORM_SCHEMA,
-    responses={400: _OAUTH_ERROR, 401: _OAUTH_ERROR},
+    responses={400: _OAUTH_ERROR, 401: _OAUTH_ERROR, **problems(413, 503)},
 )
 async def token(request: Request, ctx: ContextDep) -> JSONResponse:
     """OAuth 2.0 token endpoint: ``client_credentials`` (agents), ``refresh_token`` (users) and RFC 8693
@@ -196,7 +199,7 @@ async def token(request: Request, ctx: ContextDep) -> JSONResponse:
     return _token_response(result)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problems(400, 413, 422))
 async def logout(body: LogoutRequest, session: SessionDep) -> Response:
     """Revoke the refresh token's whole session (its family). Always 204: it never says what existed."""
     await service.logout(session, body.refresh_token)

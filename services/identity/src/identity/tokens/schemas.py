@@ -14,7 +14,7 @@ class LoginRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=1, max_length=320)
+    email: str = Field(min_length=1, max_length=320, pattern=r"^[^\x00]*$")  # Postgres text holds no NUL
     password: str = Field(min_length=1, max_length=1024)
 
 

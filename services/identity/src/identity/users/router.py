@@ -12,6 +12,7 @@ from identity.context import ContextDep
 from identity.memberships.repository import MembershipRepository
 from identity.outbox import actor_of
 from identity.paging import after_id, next_cursor
+from identity.problems import problems
 from identity.users import service
 from identity.users.repository import UserNotFound, UserRepository
 from identity.users.schemas import MembershipSummary, UserCreate, UserMeRead, UserRead, UserUpdate
@@ -19,7 +20,9 @@ from shared.http import LimitParam, Page, SessionDep, etag_for
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(
+    prefix="/v1/users", tags=["users"], responses=problems(400, 401, 403, 404, 409, 412, 413, 422)
+)
 
 
 @router.get("", response_model=Page[UserRead])
@@ -28,7 +31,7 @@ async def list_users(
     _: AdminCaller,
     limit: LimitParam = 50,
     cursor: str | None = None,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    email: Annotated[str | None, Query(max_length=320, pattern=r"^[^\x00]*$")] = None,
 ) -> Page[UserRead]:
     users = await service.list_users(session, limit=limit, after=after_id(cursor), email=email)
     return Page(

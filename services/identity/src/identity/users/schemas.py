@@ -34,7 +34,13 @@ def _check_email(value: str) -> str:
 
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320), AfterValidator(_check_email)]
 NewPassword = Annotated[str, Field(max_length=1024), AfterValidator(check_password_rules)]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Not blank once stripped, and no NUL (Postgres text cannot hold it): both in the documented pattern.
+DisplayName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"
+    ),
+]
 
 
 class UserCreate(BaseModel):

@@ -39,7 +39,7 @@ async def list_clients(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ClientRead,
-    responses=problems(401, 403, 409, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422),
 )
 async def create_client(
     principal: AdminPrincipal, body: ClientCreate, session: Session, response: Response
@@ -60,7 +60,7 @@ async def get_client(
 
 
 @router.patch(
-    "/{client_id}", response_model=ClientRead, responses=problems(401, 403, 404, 409, 412, 413, 422)
+    "/{client_id}", response_model=ClientRead, responses=problems(400, 401, 403, 404, 409, 412, 413, 422)
 )
 async def update_client(
     principal: Writer,

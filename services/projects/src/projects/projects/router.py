@@ -39,7 +39,7 @@ async def list_projects(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ProjectRead,
-    responses=problems(401, 403, 404, 409, 413, 422),
+    responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def create_project(
     principal: Writer, body: ProjectCreate, session: Session, response: Response
@@ -61,7 +61,7 @@ async def get_project(
 
 
 @router.patch(
-    "/{project_id}", response_model=ProjectRead, responses=problems(401, 403, 404, 409, 412, 413, 422)
+    "/{project_id}", response_model=ProjectRead, responses=problems(400, 401, 403, 404, 409, 412, 413, 422)
 )
 async def update_project(
     principal: Writer,
