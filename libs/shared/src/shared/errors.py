@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -225,6 +226,22 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, detail=detail, request=request, headers=dict(exc.headers or {}) or None
         )
 
+    async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+        """Input Postgres refuses (NUL bytes, out-of-range numbers, a required value set to null) is the
+        caller's fault: 422. A database that is restarting or unreachable is ours, and temporary: 503."""
+        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+        if isinstance(exc, DataError) or sqlstate.startswith("22") or sqlstate == "23502":
+            return problem_response(422, detail="A value in the request cannot be stored", request=request)
+        if sqlstate.startswith(("08", "57")) or getattr(exc, "connection_invalidated", False):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return problem_response(
+                503,
+                detail="The database is unavailable; retry shortly",
+                request=request,
+                headers={"Retry-After": "2"},
+            )
+        return await on_unhandled(request, exc)
+
     async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(500, detail="An unexpected error occurred", request=request)
@@ -232,4 +249,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BatonError, on_baton_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(Exception, on_unhandled)
