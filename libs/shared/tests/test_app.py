@@ -37,7 +37,11 @@ async def boom() -> dict:
 
 def make_app(database_url, nats_url, **kw):
     settings = BaseServiceSettings(
-        service_name="probe", database_url=database_url, nats_url=nats_url, max_body_bytes=2048, log_json=False
+        service_name="probe",
+        database_url=database_url,
+        nats_url=nats_url,
+        max_body_bytes=2048,
+        log_json=False,
     )
     return create_app(settings, [router], token_verifier=TokenFactory().verifier(), **kw)
 
@@ -75,7 +79,9 @@ async def test_409_problem(client):
 
 
 async def test_422_problem_lists_errors(client):
-    body = assert_problem(await client.post("/things", json={"name": "x" * 50, "extra": 1}), 422, "validation_failed")
+    body = assert_problem(
+        await client.post("/things", json={"name": "x" * 50, "extra": 1}), 422, "validation_failed"
+    )
     locs = {tuple(e["loc"]) for e in body["errors"]}
     assert ("body", "name") in locs
     assert ("body", "extra") in locs
