@@ -6,10 +6,13 @@ import httpx
 import pytest
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
 
 from shared.app import create_app
 from shared.auth.testing import TokenFactory
+from shared.embedded import free_port
 from shared.errors import Conflict, NotFound
+from shared.http import SessionDep
 from shared.settings import BaseServiceSettings
 
 router = APIRouter()
@@ -33,6 +36,15 @@ async def create_thing(thing: Thing) -> dict:
 @router.get("/boom")
 async def boom() -> dict:
     raise RuntimeError("secret internal detail")
+
+
+@router.get("/cast")
+async def cast(session: SessionDep, value: str) -> dict:
+    return {
+        "value": (
+            await session.execute(text("SELECT CAST(CAST(:v AS text) AS integer)"), {"v": value})
+        ).scalar()
+    }
 
 
 def make_app(database_url, nats_url, **kw):
@@ -104,10 +116,27 @@ async def test_unknown_route_and_body_limit(client):
     assert_problem(r, 413, "payload_too_large")
 
 
-async def wait_status(client, path, status, timeout=20.0):
+async def test_input_the_database_refuses_is_a_422(client):
+    assert (await client.get("/cast", params={"value": "41"})).json() == {"value": 41}
+    assert_problem(await client.get("/cast", params={"value": "forty-one"}), 422, "validation_failed")
+    assert_problem(await client.get("/cast", params={"value": "1\x00"}), 422, "validation_failed")
+
+
+async def test_a_database_nobody_answers_on_is_a_503(nats_url):
+    app = make_app(f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/nothing", nats_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.get("/cast", params={"value": "1"})
+    assert_problem(r, 503, "service_unavailable")
+    assert r.headers["retry-after"] == "2"
+    assert "nobody" not in r.text
+
+
+async def wait_status(client, path, status, timeout=20.0, params=None):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        r = await client.get(path)
+        r = await client.get(path, params=params)
         if r.status_code == status or asyncio.get_running_loop().time() > deadline:
             return r
         await asyncio.sleep(0.2)
@@ -123,6 +152,7 @@ async def test_readyz_follows_postgres(client, postgres):
         assert r.status_code == 503
         assert r.json()["checks"]["database"].startswith("unavailable")
         assert (await client.get("/healthz")).status_code == 200
+        assert_problem(await client.get("/cast", params={"value": "1"}), 503, "service_unavailable")
     finally:
         postgres.start()
     assert (await wait_status(client, "/readyz", 200)).status_code == 200

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -193,6 +194,25 @@ def _jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def _database_unavailable(exc: Exception, sqlstate: str) -> bool:
+    # 08: connection exception; 57: operator intervention (shutdown, starting up); 53: out of resources.
+    return (
+        sqlstate.startswith(("08", "53", "57"))
+        or isinstance(exc, InterfaceError)
+        or bool(getattr(exc, "connection_invalidated", False))
+    )
+
+
+def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("backing service unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return problem_response(
+        503,
+        detail="A backing service is unavailable; retry shortly",
+        request=request,
+        headers={"Retry-After": "2"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors, framework errors and anything unexpected to problem+json."""
 
@@ -228,19 +248,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         """Input Postgres refuses (NUL bytes, out-of-range numbers, a required value set to null) is the
-        caller's fault: 422. A database that is restarting or unreachable is ours, and temporary: 503."""
+        caller's fault: 422. A database that is restarting, unreachable or out of connections is ours, and
+        temporary: 503 with ``Retry-After``."""
         sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
         if isinstance(exc, DataError) or sqlstate.startswith("22") or sqlstate == "23502":
             return problem_response(422, detail="A value in the request cannot be stored", request=request)
-        if sqlstate.startswith(("08", "57")) or getattr(exc, "connection_invalidated", False):
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return problem_response(
-                503,
-                detail="The database is unavailable; retry shortly",
-                request=request,
-                headers={"Retry-After": "2"},
-            )
+        if _database_unavailable(exc, sqlstate):
+            return _unavailable(request, exc)
         return await on_unhandled(request, exc)
+
+    async def on_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        """A backing server refused or dropped the connection (raised below SQLAlchemy's wrapping)."""
+        return _unavailable(request, exc)
 
     async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -250,4 +269,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(DBAPIError, on_database_error)
+    app.add_exception_handler(PoolTimeout, on_unreachable)
+    app.add_exception_handler(OSError, on_unreachable)
     app.add_exception_handler(Exception, on_unhandled)

@@ -321,3 +321,34 @@ async def test_handler_lookup_prefers_the_most_specific_key(db, nats_url):
     assert runner._handler_for(envelope(ThingBroken(why="x"))) is anything
     del runner.handlers[ThingMade.event_type]
     assert runner._handler_for(envelope(ThingMade(n=1))) is by_subject
+
+
+async def test_a_slow_handler_is_kept_in_progress_not_redelivered(db, nats_url, js, background, eventually):
+    """A handler running three times ``ack_wait`` while a second replica waits for work: the message is
+    never redelivered to that replica, because the first keeps it in progress."""
+
+    class Slow(Recorder):
+        async def __call__(self, session, env: Envelope) -> None:
+            await super().__call__(session, env)
+            await asyncio.sleep(3.0)
+
+    slow = Slow(db)
+    other = Recorder(db)
+    first = runner_for(db, nats_url, {ThingMade.event_type: slow}, ack_wait=1.0)
+    second = runner_for(db, nats_url, {ThingMade.event_type: other}, ack_wait=1.0)
+    env = envelope(ThingMade(n=8))
+    await publish(js, env)
+    working = asyncio.create_task(first.process_batch(timeout=2))
+    await eventually(lambda: _async(bool(slow.calls)))
+    background(second)  # idle, pulling, while the first replica works for 3 s
+    assert await working == 1
+    await asyncio.sleep(1.5)  # a redelivery would have reached the idle replica by now
+    await first.close()
+    assert other.calls == []
+    assert second.stats.duplicates == 0
+    assert await db.effect_count(uuid.UUID(env.id)) == 1
+    assert first.stats.kept_alive >= 2
+
+
+async def _async(value: bool) -> bool:
+    return value

@@ -93,6 +93,15 @@ class Settings(BaseServiceSettings):
         le=1000,
     )
 
+    processing_ack_wait_seconds: float = _env(
+        "processing_ack_wait_seconds",
+        60.0,
+        "How long a version whose worker died waits before another worker processes it (a live worker "
+        "keeps its version in progress however long it takes)",
+        ge=5,
+        le=3600,
+    )
+
     # Processing limits: a hostile file fails with a reason instead of taking the worker down.
     pdf_timeout_seconds: float = _env(
         "pdf_timeout_seconds", 60.0, "Wall-clock limit for reading one PDF", gt=0, le=3600

@@ -57,10 +57,9 @@ def build_processor(
 def processing_consumer(
     settings: Settings, factory: async_sessionmaker[AsyncSession], processor: Processor
 ) -> ConsumerRunner:
-    """One message at a time (a version can take a while), with an ack wait beyond the slowest version
-    allowed (PDF timeout + ``max_chunks_per_document`` at the local model's ~8 long chunks/s), so a slow
-    version is not redelivered while still running (a redelivery would only wait on the first one's
-    inbox row and then be skipped, but it would hold a consumer slot)."""
+    """One message at a time (a version can take a while). The runner keeps the message in progress while
+    the version is processed, so ``ack_wait`` only bounds how long a version whose worker died waits before
+    another worker takes it up."""
     return ConsumerRunner(
         factory,
         settings.nats_url,
@@ -69,7 +68,7 @@ def processing_consumer(
         subjects=[DocumentVersionCreated.event_subject],
         handlers={DocumentVersionCreated.event_type: processor.on_version_created},
         batch=1,
-        ack_wait=max(900.0, settings.pdf_timeout_seconds + settings.max_chunks_per_document / 5),
+        ack_wait=settings.processing_ack_wait_seconds,
         max_deliver=6,
         backoff=(5, 15, 60, 120, 300),
     )

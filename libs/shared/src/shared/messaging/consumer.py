@@ -85,6 +85,7 @@ class ConsumerStats:
     retried: int = 0
     dead_lettered: int = 0
     resubscribes: int = 0
+    kept_alive: int = 0  # in-progress signals sent for slow batches
 
 
 class ConsumerRunner:
@@ -93,7 +94,9 @@ class ConsumerRunner:
     ``handlers`` maps an event type (``baton.projects.project.created.v1``), a subject (every version:
     ``baton.projects.project.created``) or ``"*"`` (anything) to a handler; the most specific wins.
     ``backoff[i]`` is the delay before delivery ``i + 2`` after a transient failure (the last value
-    repeats). ``ack_wait`` is how long a crashed worker's message waits before redelivery.
+    repeats). ``ack_wait`` is how long a crashed worker's message waits before redelivery: while a batch
+    is being applied its messages are kept in progress (``+WPI`` every third of ``ack_wait``), so a slow
+    handler is never redelivered under its own feet and ``ack_wait`` can stay short.
     """
 
     def __init__(
@@ -201,6 +204,7 @@ class ConsumerRunner:
             msgs = await self._sub.fetch(self.batch, timeout=timeout or self.fetch_timeout)
         except TimeoutError:  # nothing now (nats-py raises its own subclass, or asyncio's, for that)
             return 0
+        keep_alive = asyncio.create_task(self._keep_in_progress(msgs))
         try:
             outcomes = await self._apply_batch(msgs)
         except DB_ERRORS as exc:
@@ -210,6 +214,10 @@ class ConsumerRunner:
             for msg in msgs:
                 await msg.nak(delay=self._delay(msg.metadata.num_delivered))
             return len(msgs)
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
         for msg, outcome in zip(msgs, outcomes, strict=True):
             await self._settle(msg, outcome)
         return len(msgs)
@@ -239,6 +247,18 @@ class ConsumerRunner:
             pending_bytes_limit=512 * 1024 * 1024,
         )
         self._resubscribe = False
+
+    async def _keep_in_progress(self, msgs: list[Msg]) -> None:
+        """Tell the server, every third of ``ack_wait``, that the batch is still being worked on."""
+        interval = max(self.ack_wait / 3, 0.1)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in msgs:
+                try:
+                    await msg.in_progress()
+                except (nats.errors.Error, OSError) as exc:  # the ack that follows will tell
+                    log.debug("consumer %s: in-progress not sent (%r)", self.consumer, exc)
+            self.stats.kept_alive += 1
 
     async def _on_reconnected(self) -> None:
         # nats-py restores core subscriptions, but pull requests pending on the old server are gone and
