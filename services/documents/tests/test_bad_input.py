@@ -216,3 +216,16 @@ async def test_list_limit_and_cursor_abuse(svc):
     svc.problem(await svc.http.get(f"{url}?cursor=%%%garbage", headers=user), 400)
     svc.problem(await svc.http.get(f"{url}?cursor=" + "A" * 600, headers=user), 422)
     svc.problem(await svc.http.get(f"{url}?q=" + "a" * 300, headers=user), 422)
+
+
+async def test_unreadable_multipart_is_a_400(svc):
+    client_id, project_id = await svc.known_project()
+    # A part whose headers never end properly (a bare CR inside a header line).
+    body = b"--b\r\nContent-Disposition: form-data; name=\"file\"\rX\r\n\r\nhi\r\n--b--\r\n"
+    r = await svc.http.post(
+        f"/v1/projects/{project_id}/documents",
+        content=body,
+        headers={**svc.user(client_id), "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert svc.problem(r, 400)["detail"].startswith("The multipart body cannot be read")
+    await assert_nothing_stored(svc)

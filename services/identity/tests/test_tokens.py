@@ -346,3 +346,10 @@ async def test_housekeeping_rotates_an_old_key(identity: Identity) -> None:
     assert new_kid != old_kid
     kids = {k["kid"] for k in (await identity.client.get("/.well-known/jwks.json")).json()["keys"]}
     assert kids == {old_kid, new_kid}
+
+
+async def test_key_rotation_refuses_a_boolean_for_seconds(identity: Identity) -> None:
+    r = await identity.client.post(
+        "/v1/auth/keys/rotate", json={"publish_ahead_seconds": False}, headers=await identity.admin_headers()
+    )
+    assert r.status_code == 422, r.text

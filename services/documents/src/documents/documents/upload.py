@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -155,8 +156,14 @@ async def read_upload(request: Request, *, max_bytes: int) -> Upload:
             seen += len(chunk)
             if seen > total_limit:
                 raise _too_large(max_bytes)
-            parser.write(chunk)
-        parser.finalize()
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise MalformedUpload(f"The multipart body cannot be read: {exc}") from exc
+        try:
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise MalformedUpload(f"The multipart body cannot be read: {exc}") from exc
         if not collector._file_seen:
             raise MalformedUpload("The form has no 'file' part")
         return collector.upload

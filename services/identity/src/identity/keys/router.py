@@ -25,7 +25,7 @@ router = APIRouter(tags=["keys"])
 
 
 class KeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no `false` for a number of seconds
 
     algorithm: Literal["Ed25519", "RS256"] | None = None
     publish_ahead_seconds: int | None = Field(default=None, ge=0, le=86400)
