@@ -179,3 +179,16 @@ def test_fast_canonical_form_is_exactly_rfc8785(value):
         draft=EntryDraft(event_id="e", action="a", payload=value),
     )  # fmt: skip
     assert record.compute_hash() == hashlib.sha256(rfc8785.dumps(record.document())).hexdigest()
+
+
+def test_settled_up_to_stops_at_the_first_hole_and_steps_over_lost_ones() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    state = SequenceState()
+    assert state.settled_up_to() == 0
+    state.observe([1, 2, 3, 6, 7], now)
+    assert state.settled_up_to() == 3  # 4 must come first
+    state.report_last(12, now)
+    state.mark_lost(below=6)  # the producer no longer has 4..5: nothing to wait for
+    assert state.settled_up_to() == 7
+    state.observe([9], now)
+    assert state.settled_up_to() == 7

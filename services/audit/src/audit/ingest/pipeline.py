@@ -7,7 +7,7 @@ never claims a sequence whose entry is not in the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -43,8 +43,11 @@ async def ingest(
     factory: async_sessionmaker[AsyncSession],
     keeper: PartitionKeeper,
     items: Sequence[IngestItem],
+    *,
+    exist: Mapping[tuple[str, str | None], int] | None = None,
 ) -> AppendOutcome:
-    """Append ``items`` and merge their producer sequences, retrying a concurrent-append conflict."""
+    """Append ``items`` and merge their producer sequences, retrying a concurrent-append conflict;
+    ``exist``: see ``record_seen``."""
     await keeper.ensure()
     seen: dict[tuple[str, str | None], list[int]] = {}
     for item in items:
@@ -55,8 +58,8 @@ async def ingest(
         try:
             async with factory() as session, session.begin():
                 outcome = await append_entries(session, [i.draft for i in items])
-                if seen:
-                    await record_seen(session, seen, utcnow())
+                if seen or exist:
+                    await record_seen(session, seen, utcnow(), exist=exist)
             return outcome
         except ConcurrentAppend:
             if attempt == _ATTEMPTS:

@@ -57,20 +57,31 @@ async def record_seen(
     session: AsyncSession,
     seen: Mapping[tuple[str, str | None], Iterable[int]],
     now: datetime,
+    *,
+    exist: Mapping[tuple[str, str | None], int] | None = None,
 ) -> None:
-    """Merge the producer sequences a committed batch carried into each producer's state."""
+    """Merge the producer sequences a committed batch carried into each producer's state; ``exist`` is
+    the highest sequence a consumer holds back (delivered, not appended yet), so a hole below it shows."""
     by_producer: dict[str, list[int]] = {}
+    highest: dict[str, int] = {}
     streams: dict[str, str | None] = {}
     for (producer, stream), sequences in seen.items():
         by_producer.setdefault(producer, []).extend(sequences)
+        streams[producer] = streams.get(producer) or stream
+    for (producer, stream), sequence in (exist or {}).items():
+        highest[producer] = max(highest.get(producer, 0), sequence)
+        by_producer.setdefault(producer, [])
         streams[producer] = streams.get(producer) or stream
     rows = await lock_producers(session, streams)
     for producer, sequences in by_producer.items():
         row = rows[producer]
         state = state_of(row)
         state.observe(sequences, now)
+        if producer in highest:
+            state.report_last(highest[producer], now)
         store_state(row, state, now)
-        row.last_seen_at = now
+        if sequences:
+            row.last_seen_at = now
         if streams[producer] and not row.stream:
             row.stream = streams[producer]
     await session.flush()

@@ -106,6 +106,17 @@ class SequenceState:
         """Sequences below ``below`` are no longer retained by the producer: stop asking for them."""
         self.gaps = [replace(g, lost=True) if g.start < below else g for g in self.gaps]
 
+    def settled_up_to(self) -> int:
+        """The highest ``n`` such that every sequence up to ``n`` is recorded or given up as lost: the next
+        event that may be appended without breaking the producer's order is ``n + 1``."""
+        cursor = self.high_water
+        lost = [(g.start, g.end) for g in self.gaps if g.lost]
+        for start, end in _merge_ranges([*self.seen, *lost]):
+            if start > cursor + 1:
+                break
+            cursor = max(cursor, end)
+        return cursor
+
     def holes(self) -> list[tuple[int, int]]:
         holes: list[tuple[int, int]] = []
         cursor = self.high_water + 1
