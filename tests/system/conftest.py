@@ -6,14 +6,21 @@ started by the same runner as ``make run`` against the test session's Postgres a
 - JetStream is shared with those tests: the ``BATON_*`` streams (and KV buckets) they leave behind are
   deleted before the stack starts, and the system tests are moved to the end of the session so nothing
   else runs while the stack's consumers are alive.
-- Process logs go to ``<home>/logs/<service>-api.log`` / ``-worker.log``; when a test fails, the tail of
-  every log is printed with the failure.
+- Every service runs in ``BATON_SYSTEM_REPLICAS`` replicas (default 2: two API and two worker processes
+  each, two gateways), over the same database and NATS; test callers spread their requests over the
+  gateways (``Api``), so every step of a journey may land on either copy.
+- The platform reaches Postgres and NATS through fault proxies (``shared.testing.faultproxy``, one child
+  process each), which the fault tests switch to latency, resets or a blackhole; the tests' own checks
+  connect directly.
+- Process logs go to ``<home>/logs/<service>-api.log`` / ``-worker.log`` (``-api-2.log``... for the other
+  replicas); when a test fails, the tail of every log is printed with the failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -32,10 +39,12 @@ import pytest
 from baton_tools.stack import SERVICES, Service, Stack
 
 from shared.embedded import free_port
+from shared.testing.faultproxy import ProxyProcess
 
 SYSTEM_DIR = Path(__file__).resolve().parent
 ADMIN_EMAIL = "admin@system.baton.test"
 LOG_TAIL_LINES = 30
+REPLICAS = int(os.environ.get("BATON_SYSTEM_REPLICAS", "2"))
 
 
 # -- ordering and failure reports ----------------------------------------------------------------------------
@@ -61,6 +70,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def _with_host(url: str, host_port: str) -> str:
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{host_port}" if credentials else host_port
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _proxy_to(url: str) -> ProxyProcess:
+    parts = urlsplit(url)
+    assert parts.hostname, url
+    assert parts.port, url
+    return ProxyProcess(parts.hostname, parts.port, free_port()).start()
 
 
 def _plain(url: str) -> str:
@@ -110,13 +133,15 @@ class Platform:
 
     stack: Stack
     services: list[Service]
-    gateway_url: str
+    gateway_url: str  # the first replica's; ``gateway_urls`` has every replica's
     admin_email: str
     admin_password: str
     superuser_url: str  # of the stack's own database (read-only checks of outboxes and the audit log)
     postgres: Any = None  # the session's PostgresBackend (restartable when embedded)
     nats: Any = None
     started_seconds: float = 0.0
+    gateway_urls: list[str] = field(default_factory=list)
+    proxies: dict[str, ProxyProcess] = field(default_factory=dict)  # "postgres", "nats"
 
     @property
     def names(self) -> set[str]:
@@ -190,15 +215,18 @@ def platform(request: pytest.FixtureRequest, database_url: str, nats_url: str) -
     system_url = _with_database(database_url, database)
     admin_password = "Adm1n-" + secrets.token_urlsafe(12)
     ports = {s.name: free_port() for s in SERVICES}
+    ports.update({f"{s.name}#{i}": free_port() for s in SERVICES for i in range(1, REPLICAS)})
+    proxies = {"postgres": _proxy_to(system_url), "nats": _proxy_to(nats_url)}
     stack = Stack(
         home=home,
         database=database,
-        database_url=system_url,
-        nats_server_url=nats_url,
+        database_url=_with_host(system_url, proxies["postgres"].url_host),
+        nats_server_url=_with_host(nats_url, proxies["nats"].url_host),
         ports=ports,
         role_prefix=f"sys{tag}_",
         extra_env=_system_env(admin_password),
         echo=lambda line: print(f"[stack] {line}"),
+        replicas=REPLICAS,
     )
     roles = [stack.role(s) for s in SERVICES if s.uses_database]
     started = time.monotonic()
@@ -211,6 +239,8 @@ def platform(request: pytest.FixtureRequest, database_url: str, nats_url: str) -
         admin_email=ADMIN_EMAIL,
         admin_password=admin_password,
         superuser_url=system_url,
+        gateway_urls=stack.gateway_urls(),
+        proxies=proxies,
     )
     # Restartable backends (embedded) for fault injection; resolved lazily so externals still work.
     platform.postgres = request.getfixturevalue("postgres")
@@ -220,14 +250,17 @@ def platform(request: pytest.FixtureRequest, database_url: str, nats_url: str) -
         stack.bootstrap_admin()
         stack.start_services(services)
         asyncio.run(platform.wait_ready())
+        GATEWAYS[:] = platform.gateway_urls
         platform.started_seconds = time.monotonic() - started
-        print(f"[stack] platform up in {platform.started_seconds:.1f} s: {platform.gateway_url}")
+        print(f"[stack] platform up in {platform.started_seconds:.1f} s: {platform.gateway_urls}")
         yield platform
     except BaseException:
         print(platform.all_log_tails())
         raise
     finally:
         stack.stop_services()
+        for proxy in proxies.values():
+            proxy.stop()
         with contextlib.suppress(Exception):
             asyncio.run(_drop_database(database_url, database, roles))
         if os.environ.get("BATON_SYSTEM_KEEP_LOGS"):
@@ -248,6 +281,50 @@ def _log_tails_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 # -- HTTP helpers -------------------------------------------------------------------------------------------
+# Every gateway of the running platform: a client made for the first one spreads its requests over all.
+GATEWAYS: list[str] = []
+
+
+class _Spread(httpx.HTTPTransport):
+    """Sends each request to the next gateway in turn (the platform's replicas behind one base URL)."""
+
+    def __init__(self, urls: list[str]) -> None:
+        super().__init__()
+        self._targets = itertools.cycle([httpx.URL(u) for u in urls])
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        target = next(self._targets)
+        request.url = request.url.copy_with(host=target.host, port=target.port)
+        request.headers["Host"] = f"{target.host}:{target.port}"
+        return super().handle_request(request)
+
+
+class _AsyncSpread(httpx.AsyncHTTPTransport):
+    def __init__(self, urls: list[str]) -> None:
+        super().__init__()
+        self._targets = itertools.cycle([httpx.URL(u) for u in urls])
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = next(self._targets)
+        request.url = request.url.copy_with(host=target.host, port=target.port)
+        request.headers["Host"] = f"{target.host}:{target.port}"
+        return await super().handle_async_request(request)
+
+
+def _spread(base_url: str) -> list[str] | None:
+    return GATEWAYS if base_url in GATEWAYS and len(GATEWAYS) > 1 else None
+
+
+def http_client(base_url: str, timeout: float = 30.0) -> httpx.Client:
+    spread = _spread(base_url)
+    return httpx.Client(base_url=base_url, timeout=timeout, transport=_Spread(spread) if spread else None)
+
+
+def async_http_client(base_url: str, **kw: Any) -> httpx.AsyncClient:
+    spread = _spread(base_url)
+    return httpx.AsyncClient(base_url=base_url, transport=_AsyncSpread(spread) if spread else None, **kw)
+
+
 class ApiError(AssertionError):
     pass
 
@@ -262,7 +339,7 @@ class Api:
     client: httpx.Client = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.base_url, timeout=30.0)
+        self.client = http_client(self.base_url)
 
     def close(self) -> None:
         self.client.close()
@@ -299,7 +376,7 @@ class Api:
 
 
 def login(base_url: str, email: str, password: str, name: str | None = None) -> Api:
-    with httpx.Client(base_url=base_url, timeout=30.0) as c:
+    with http_client(base_url) as c:
         r = c.post("/v1/auth/login", json={"email": email, "password": password})
     if r.status_code != 200:
         raise ApiError(f"login {email} → {r.status_code}: {r.text[:500]}")
@@ -311,7 +388,7 @@ def login(base_url: str, email: str, password: str, name: str | None = None) -> 
 
 
 def agent_login(base_url: str, agent_id: str, secret: str, name: str = "agent") -> Api:
-    with httpx.Client(base_url=base_url, timeout=30.0) as c:
+    with http_client(base_url) as c:
         r = c.post(
             "/v1/auth/token",
             data={"grant_type": "client_credentials", "client_id": agent_id, "client_secret": secret},
@@ -348,6 +425,8 @@ def helpers() -> Any:
     class H:
         Api = Api
         ApiError = ApiError
+        http_client = staticmethod(http_client)
+        async_http_client = staticmethod(async_http_client)
         login = staticmethod(login)
         agent_login = staticmethod(agent_login)
         poll = staticmethod(poll)

@@ -1,9 +1,11 @@
 """Fault injection: the platform keeps every promise it made while its processes and servers die.
 
-A load generator drives the journey's write API through the gateway at a steady rate (create a project,
+A load generator drives the journey's write API through the gateways at a steady rate (create a project,
 upload its project brief, which completes the project's first workflow task by events), while, in turn,
-each service's API and worker is killed with SIGKILL and started again, then nats-server (same store) and
-Postgres (when the test session's servers are embedded and so restartable). A supervisor restarts any
+every API and worker process of every replica is killed with SIGKILL and started again, then nats-server
+(same store) and Postgres (when the test session's servers are embedded and so restartable), and then the
+links from the platform to Postgres and to NATS go slow (latency), are cut (TCP resets) and go silent
+(a blackhole that heals, through the fault proxies). A supervisor restarts any
 process that exits on its own, like an orchestrator would. Afterwards, with everything healed:
 
 - every write the API acknowledged (2xx) is there: projects, documents (indexed);
@@ -36,6 +38,8 @@ PASSWORD = "Faults-passw0rd-1"
 RATE_PER_SECOND = 3.0  # load generator actions
 MAX_IN_FLIGHT = 16
 GAP_SECONDS = 3.0  # load between two faults
+LINK_LATENCY_MS = 200.0
+LINK_FAULT_SECONDS = 6.0  # how long a slow or silent link lasts
 HEAL_TIMEOUT = 90.0
 BRIEF = (
     "# Project brief {n}\n\nA tool for {topic}. The users are volunteers; the goal is a fair queue and fewer "
@@ -185,14 +189,16 @@ def _kill_and_restart(platform: Any, faults: Faults, key: str) -> None:
     faults.injected.append(f"kill -9 {key}")
 
 
+def _proxy_fault(platform: Any, faults: Faults, name: str, mode: str, latency_ms: float = 0.0) -> None:
+    platform.proxies[name].set(mode, latency_ms)
+    if mode != "pass":
+        faults.injected.append(f"{name} link: {mode}{f' {latency_ms:.0f} ms' if latency_ms else ''}")
+
+
 async def _inject(platform: Any, faults: Faults) -> None:
-    for service in platform.services:
-        for part in ("api", "worker"):
-            key = f"{service.name}-{part}"
-            if key not in platform.stack.processes:
-                continue
-            await asyncio.to_thread(_kill_and_restart, platform, faults, key)
-            await asyncio.sleep(GAP_SECONDS)
+    for key in list(platform.stack.processes):  # every API and worker of every replica, in turn
+        await asyncio.to_thread(_kill_and_restart, platform, faults, key)
+        await asyncio.sleep(GAP_SECONDS)
     if platform.nats is not None and platform.nats.can_restart:
         await asyncio.to_thread(platform.nats.restart, kill=True)
         faults.injected.append("kill -9 nats-server (same store)")
@@ -201,6 +207,17 @@ async def _inject(platform: Any, faults: Faults) -> None:
         await asyncio.to_thread(platform.postgres.restart, kill=True)
         faults.injected.append("kill -9 postgres")
         await asyncio.sleep(GAP_SECONDS)
+    # The network between the platform and its backing servers: slow, cut, then silent for a while.
+    for name in sorted(platform.proxies):
+        for mode, latency_ms, hold in (
+            ("latency", LINK_LATENCY_MS, LINK_FAULT_SECONDS),
+            ("reset", 0.0, 0.5),
+            ("blackhole", 0.0, LINK_FAULT_SECONDS),
+        ):
+            await asyncio.to_thread(_proxy_fault, platform, faults, name, mode, latency_ms)
+            await asyncio.sleep(hold)
+            await asyncio.to_thread(_proxy_fault, platform, faults, name, "pass")
+            await asyncio.sleep(GAP_SECONDS)
 
 
 # -- checks after healing ---------------------------------------------------------------------------------
@@ -345,8 +362,8 @@ async def test_faults_lose_nothing(platform: Any, helpers: Any) -> None:
     po, client_id = await _setup_tenant(platform, helpers)
     load, faults = Load(), Faults()
     stop_load, stop_supervisor = asyncio.Event(), asyncio.Event()
-    async with httpx.AsyncClient(
-        base_url=platform.gateway_url, headers=po.headers(), timeout=httpx.Timeout(10.0, connect=2.0)
+    async with helpers.async_http_client(
+        platform.gateway_url, headers=po.headers(), timeout=httpx.Timeout(10.0, connect=2.0)
     ) as http:
         generator = asyncio.create_task(_generate(http, load, client_id, stop_load))
         supervisor = asyncio.create_task(_supervise(platform, faults, stop_supervisor))

@@ -72,6 +72,12 @@ class Stack:
     the embedded servers, ``ports`` moves every service to a free port, ``role_prefix`` keeps the
     per-service roles apart from any other stack on the same Postgres, and ``extra_env`` is added to every
     process's environment last.
+
+    ``replicas`` > 1 starts that many copies of every API and worker (``<service>-api-2``,
+    ``<service>-worker-2``...): replica ``i`` of an API listens on ``ports["<service>#<i>"]`` (default: the
+    first replica's port + 100 * i), and replica ``i`` of the gateway routes to replica ``i`` of every
+    service, so each gateway is the entry of one complete copy of the platform over the same database and
+    NATS.
     """
 
     home: Path = field(default_factory=lambda: _repo_root() / ".baton")
@@ -88,7 +94,8 @@ class Stack:
     role_prefix: str = "baton_"
     extra_env: dict[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] = print
-    commands: dict[str, tuple[list[str], Service]] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], Service, int]] = field(default_factory=dict)
+    replicas: int = 1
 
     # -- secrets kept for the next run (development only; Kubernetes uses Secrets) --
     def secrets(self) -> dict[str, str]:
@@ -140,12 +147,22 @@ class Stack:
             self.postgres.stop()
 
     # -- where each service listens --
-    def port(self, service: Service) -> int:
-        return self.ports.get(service.name, service.port)
+    def port(self, service: Service, replica: int = 0) -> int:
+        first = self.ports.get(service.name, service.port)
+        return first if replica == 0 else self.ports.get(f"{service.name}#{replica}", first + 100 * replica)
 
-    def base_url(self, name: str) -> str:
+    def base_url(self, name: str, replica: int = 0) -> str:
         service = next(s for s in SERVICES if s.name == name)
-        return f"http://127.0.0.1:{self.port(service)}"
+        return f"http://127.0.0.1:{self.port(service, replica)}"
+
+    def gateway_urls(self) -> list[str]:
+        """The entry of every replica of the platform."""
+        return [self.base_url("gateway", i) for i in range(self.replicas)]
+
+    @staticmethod
+    def key(service: Service, part: str, replica: int = 0) -> str:
+        """``<service>-api`` / ``<service>-worker`` for the first replica, ``...-2`` onwards for the others."""
+        return f"{service.name}-{part}" if replica == 0 else f"{service.name}-{part}-{replica + 1}"
 
     # -- database roles, schemas, migrations --
     def role(self, service: Service) -> str:
@@ -202,7 +219,7 @@ class Stack:
             await conn.close()
 
     # -- processes --
-    def environment(self, service: Service) -> dict[str, str]:
+    def environment(self, service: Service, replica: int = 0) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
@@ -210,7 +227,7 @@ class Stack:
                 "BATON_NATS_URL": self.nats_url(),
                 "BATON_SECRET_KEY": self.secrets()["secret_key"],
                 "BATON_JWT_ISSUER": env.get("BATON_JWT_ISSUER", self.base_url("gateway")),
-                "BATON_JWKS_URL": f"{self.base_url('identity')}/.well-known/jwks.json",
+                "BATON_JWKS_URL": f"{self.base_url('identity', replica)}/.well-known/jwks.json",
                 "BATON_LOG_JSON": env.get("BATON_LOG_JSON", "true"),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -218,7 +235,7 @@ class Stack:
         if service.name == "gateway":
             for upstream in SERVICES:
                 if upstream.name != "gateway":
-                    env[f"BATON_GATEWAY_{upstream.name.upper()}_URL"] = self.base_url(upstream.name)
+                    env[f"BATON_GATEWAY_{upstream.name.upper()}_URL"] = self.base_url(upstream.name, replica)
         if service.uses_database:
             env["BATON_DATABASE_URL"] = self.service_url(service)
         env.update(self.extra_env)
@@ -227,12 +244,16 @@ class Stack:
     def log_path(self, key: str) -> Path:
         return self.home / "logs" / f"{key}.log"
 
-    def spawn(self, key: str, args: list[str], service: Service) -> None:
+    def spawn(self, key: str, args: list[str], service: Service, replica: int = 0) -> None:
         self.log_path(key).parent.mkdir(parents=True, exist_ok=True)
-        self.commands[key] = (args, service)
+        self.commands[key] = (args, service, replica)
         with open(self.log_path(key), "ab") as out:  # the child keeps its own copy of the descriptor
             self.processes[key] = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, env=self.environment(service), cwd=self.repo
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(service, replica),
+                cwd=self.repo,
             )
 
     def kill(self, key: str, sig: signal.Signals = signal.SIGKILL, timeout: float = 15.0) -> None:
@@ -248,37 +269,45 @@ class Stack:
 
     def respawn(self, key: str) -> None:
         """Start a process again with the command and environment it was first started with."""
-        args, service = self.commands[key]
-        self.spawn(key, args, service)
+        args, service, replica = self.commands[key]
+        self.spawn(key, args, service, replica)
 
     def start_services(self, services: list[Service]) -> None:
-        for service in services:
-            self.spawn(
-                f"{service.name}-api",
-                [sys.executable, "-m", "uvicorn", f"{service.name}.main:build_app", "--factory",
-                 "--host", "127.0.0.1", "--port", str(self.port(service)), "--no-access-log",
-                 "--timeout-graceful-shutdown", "10"],
-                service,
-            )  # fmt: skip
-            if service.module_exists("worker"):
+        for replica in range(self.replicas):
+            for service in services:
                 self.spawn(
-                    f"{service.name}-worker", [sys.executable, "-m", f"{service.name}.worker"], service
-                )
+                    self.key(service, "api", replica),
+                    [sys.executable, "-m", "uvicorn", f"{service.name}.main:build_app", "--factory",
+                     "--host", "127.0.0.1", "--port", str(self.port(service, replica)), "--no-access-log",
+                     "--no-proxy-headers", "--timeout-graceful-shutdown", "10"],
+                    service,
+                    replica,
+                )  # fmt: skip
+                if service.module_exists("worker"):
+                    self.spawn(
+                        self.key(service, "worker", replica),
+                        [sys.executable, "-m", f"{service.name}.worker"],
+                        service,
+                        replica,
+                    )
 
     async def wait_ready(self, services: list[Service], timeout: float = 90.0) -> list[str]:
-        pending = {s.name: s for s in services}
+        """Wait for every replica's API to be ready; what is still not ready at the timeout."""
+        pending = {
+            self.key(s, "api", i): self.base_url(s.name, i) for s in services for i in range(self.replicas)
+        }
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while pending and time.monotonic() < deadline:
-                for name in list(pending):
-                    proc = self.processes.get(f"{name}-api")
+                for key, url in list(pending.items()):
+                    proc = self.processes.get(key)
                     if proc is not None and proc.poll() is not None:
-                        raise RuntimeError(f"{name} exited; see {self.log_path(name + '-api')}")
+                        raise RuntimeError(f"{key} exited; see {self.log_path(key)}")
                     with contextlib.suppress(httpx.HTTPError):
-                        r = await client.get(f"{self.base_url(name)}/readyz")
+                        r = await client.get(f"{url}/readyz")
                         if r.status_code == 200:
-                            self.echo(f"ready: {name} on {self.base_url(name)}")
-                            del pending[name]
+                            self.echo(f"ready: {key} on {url}")
+                            del pending[key]
                 await asyncio.sleep(0.5)
         return list(pending)
 
