@@ -192,3 +192,25 @@ def test_settled_up_to_stops_at_the_first_hole_and_steps_over_lost_ones() -> Non
     assert state.settled_up_to() == 7
     state.observe([9], now)
     assert state.settled_up_to() == 7
+
+
+def test_an_entry_keeps_the_request_and_trace_of_its_event() -> None:
+    from audit.ingest.mapping import draft_from_envelope
+
+    from shared.messaging import Actor, Envelope
+
+    env = Envelope(
+        id=str(uuid.uuid4()),
+        source="/baton/projects",
+        type="baton.projects.project.created.v1",
+        subject="p-1",
+        time=datetime(2026, 1, 1, tzinfo=UTC),
+        tenant=str(uuid.uuid4()),
+        actor=Actor(subject="u-1", kind="user"),
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        requestid="req-77",
+        data={"name": "x"},
+    )
+    draft = draft_from_envelope(env, stream="BATON_PROJECTS", stream_sequence=3, producer="projects",
+                                max_payload_bytes=65536)  # fmt: skip
+    assert (draft.request_id, draft.trace_id) == ("req-77", "0af7651916cd43dd8448eb211c80319c")

@@ -142,6 +142,7 @@ def test_envelope_round_trips_through_nats_headers():
         actor=Actor(subject="agent-7", kind="agent", name="Zoë bot"),
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         sequence=42,
+        requestid="req 7/ü",
         data={"widget_id": str(uuid.uuid4()), "carrier": "ups"},
     )
     subject, headers, body = to_nats(env)

@@ -8,7 +8,9 @@ import signal
 import uuid
 from typing import ClassVar
 
+import httpx
 import pytest
+from fastapi import APIRouter
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -16,9 +18,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import insert
 
+from shared.app import create_app
+from shared.auth.testing import TokenFactory
 from shared.db import transaction
 from shared.events import Event, register
+from shared.http import SessionDep
 from shared.messaging import Actor, ConsumerRunner, OutboxRelay, emit, run_worker, stream_name, typed_handler
+from shared.settings import BaseServiceSettings
 
 SERVICE = "pipelinetest"
 ACTOR = Actor(subject="u-9", kind="user")
@@ -94,6 +100,47 @@ async def test_one_trace_from_emit_through_publish_to_the_handler(
     assert publish.parent.span_id == root.span_id
     assert process.parent.span_id == publish.context.span_id
     assert seen == [root.trace_id]  # the handler runs inside the consumer span
+
+
+async def test_an_api_request_s_trace_and_request_id_reach_the_handler(
+    db, nats_url, clean_jetstream, exporter, eventually
+):
+    """From an HTTP request through ``create_app``'s middleware: the caller's trace and request id are on
+    the event, across the relay and JetStream, in the handler."""
+    router = APIRouter()
+
+    @router.post("/things", status_code=201)
+    async def make_thing(session: SessionDep) -> dict[str, str]:
+        env = await emit(session, ThingTraced(n=7), tenant=uuid.uuid4(), actor=ACTOR, resource_id="t-7")
+        return {"event_id": env.id}
+
+    settings = BaseServiceSettings(
+        service_name=SERVICE, database_url="postgresql+asyncpg://unused/db", nats_url=nats_url, log_json=False
+    )
+    app = create_app(settings, [router], token_verifier=TokenFactory().verifier(), engine=db.engine)
+    seen: list[tuple[int, str | None]] = []
+
+    async def on_event(session, envelope) -> None:
+        seen.append((trace.get_current_span().get_span_context().trace_id, envelope.requestid))
+
+    relay, consumer = components(db, nats_url, None)
+    consumer.handlers = {ThingTraced.event_type: on_event}
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.post(
+                "/things",
+                headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "x-request-id": "req-abc-42"},
+            )
+    assert r.status_code == 201, r.text
+    try:
+        assert await relay.relay_once() == 1
+        await eventually(lambda: _processed(consumer))
+    finally:
+        await relay.close()
+        await consumer.close()
+    assert seen == [(int(trace_id, 16), "req-abc-42")]
 
 
 async def _processed(consumer) -> bool:

@@ -221,6 +221,10 @@ def _header_schema(cls: type[Event]) -> dict[str, Any]:
                 "pattern": "^[1-9][0-9]*$",
                 "description": "Gap-free per-producer sequence assigned by the outbox relay.",
             },
+            "ce-requestid": {
+                **string,
+                "description": "Id of the API request that caused the event (its X-Request-ID), when one did.",
+            },
             "traceparent": {**string, "description": "W3C trace context of the producing span."},
             "tracestate": string,
             "Content-Type": {"const": "application/json"},

@@ -7,7 +7,7 @@ is stored in *structured* mode (the whole envelope as one JSON object, ``Envelop
 Header mapping (``to_nats`` / ``from_nats``)::
 
     ce-specversion ce-id ce-source ce-type ce-subject ce-time ce-dataschema   CloudEvents attributes
-    ce-tenant ce-actor (JSON) ce-sequence                                     Baton extensions
+    ce-tenant ce-actor (JSON) ce-sequence ce-requestid                        Baton extensions
     traceparent tracestate                                                    W3C trace context
     Content-Type (= datacontenttype)  Nats-Msg-Id (= id, JetStream dedupe)
 
@@ -48,7 +48,8 @@ class Envelope(BaseModel):
 
     ``subject`` is the CloudEvents subject (the id of the resource the event is about), not the NATS
     subject; that one is ``nats_subject``. ``sequence`` is the producer's gap-free sequence number: unset
-    until the relay publishes the event.
+    until the relay publishes the event. ``requestid`` is the id of the API request that caused the event
+    (the ``X-Request-ID`` the caller sent or was given), when one did.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -66,6 +67,7 @@ class Envelope(BaseModel):
     traceparent: str | None = None
     tracestate: str | None = None
     sequence: int | None = Field(default=None, ge=1)
+    requestid: str | None = Field(default=None, max_length=200)
     data: dict[str, Any]
 
     @property
@@ -119,6 +121,7 @@ def to_nats(envelope: Envelope) -> tuple[str, dict[str, str], bytes]:
         "ce-tenant": envelope.tenant,
         "ce-actor": orjson.dumps(envelope.actor.model_dump(mode="json")).decode(),
         "ce-sequence": None if envelope.sequence is None else str(envelope.sequence),
+        "ce-requestid": envelope.requestid,
     }
     headers = {k: _encode(v) for k, v in attributes.items() if v is not None}
     headers["Content-Type"] = envelope.datacontenttype
@@ -161,6 +164,7 @@ def from_nats(msg: NatsMessage) -> Envelope:
         "traceparent": headers.get("traceparent"),
         "tracestate": headers.get("tracestate"),
         "sequence": int(sequence) if sequence and sequence.isdigit() else None,
+        "requestid": headers.get("ce-requestid"),
         "data": data,
     }
     try:

@@ -52,6 +52,7 @@ from shared.db import new_id, schema_metadata, utcnow
 from shared.events.catalog import Event, is_registered, schema_uri
 from shared.messaging.envelope import Actor, Envelope
 from shared.messaging.errors import UnregisteredEvent
+from shared.telemetry import request_id_var
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -228,6 +229,7 @@ async def emit(
         actor=actor,
         traceparent=trace.get("traceparent"),
         tracestate=trace.get("tracestate"),
+        requestid=request_id_var.get(),
         data=event.model_dump(mode="json"),
     )
     await session.execute(_insert(envelope, notify=notify))

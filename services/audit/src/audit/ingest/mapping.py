@@ -81,6 +81,7 @@ def draft_from_envelope(
         resource_type=_clip(_resource_type(envelope.type), 100),
         resource_id=_clip(envelope.subject),
         trace_id=trace_id_of(envelope.traceparent),
+        request_id=_clip(envelope.requestid, 128),
         payload_truncated=truncated,
         source_stream=stream,
         stream_sequence=stream_sequence,
