@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Query, Response
 
@@ -10,7 +10,7 @@ from projects.policy import READ_SCOPE, WRITE_SCOPE
 from shared.auth import Principal, require_scopes
 from shared.http import SessionDep, etag_for
 
-__all__ = ["CursorParam", "IfMatch", "Reader", "SearchParam", "Session", "Writer", "problems", "set_etag"]
+__all__ = ["CursorParam", "IfMatch", "Reader", "SearchParam", "Session", "Writer", "set_etag"]
 
 Session = SessionDep
 
@@ -35,27 +35,3 @@ SearchParam = Annotated[
 
 def set_etag(response: Response, version: int) -> None:
     response.headers["ETag"] = etag_for(version)
-
-
-_PROBLEMS = {
-    400: "Malformed cursor, or a request body that is not valid JSON",
-    401: "Missing or invalid bearer token",
-    403: "Authenticated, but the role or token scope does not allow this",
-    404: "No such resource, or one the caller may not see (the same answer for both)",
-    409: "Conflicts with the current state (duplicate name or slug, archived client, status transition)",
-    412: "If-Match names a version that is no longer current",
-    413: "Request body too large",
-    422: "Invalid input, or fields the caller may not set",
-}
-
-
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the RFC 9457 problems an operation can answer with."""
-    schema = {"type": "object", "required": ["type", "title", "status", "code", "detail"]}
-    return {
-        status: {
-            "description": _PROBLEMS[status],
-            "content": {"application/problem+json": {"schema": schema}},
-        }
-        for status in statuses
-    }

@@ -11,8 +11,7 @@ from identity.access import Caller
 from identity.agents import service
 from identity.agents.schemas import AgentCreate, AgentRead, AgentUpdate, AgentWithSecret
 from identity.paging import after_id, next_cursor
-from identity.problems import problems
-from shared.http import LimitParam, Page, SessionDep, etag_for
+from shared.http import LimitParam, Page, SessionDep, etag_for, problems
 
 __all__ = ["router"]
 

@@ -15,9 +15,8 @@ from identity.context import ContextDep
 from identity.keys.repository import SigningKeyRepository
 from identity.keys.service import published_jwks, rotate_signing_key
 from identity.outbox import actor_of
-from identity.problems import problems
 from shared.db import utcnow
-from shared.http import SessionDep
+from shared.http import SessionDep, problems
 
 __all__ = ["router"]
 
@@ -46,7 +45,7 @@ class KeyList(BaseModel):
     items: list[KeyRead]
 
 
-@router.get("/.well-known/jwks.json")
+@router.get("/.well-known/jwks.json", responses=problems())
 async def jwks(session: SessionDep) -> JSONResponse:
     """Public keys that verify Baton access tokens (current, announced, and retired but still live)."""
     body = await published_jwks(session)

@@ -10,15 +10,16 @@ from identity.access import Caller
 from identity.memberships import service
 from identity.memberships.schemas import MembershipPut, MembershipRead
 from identity.paging import after_id, next_cursor
-from identity.problems import problems
-from shared.http import LimitParam, Page, SessionDep
+from shared.http import LimitParam, Page, SessionDep, problems
 
 __all__ = ["router"]
 
 router = APIRouter(
     prefix="/v1/clients/{client_id}/members",
     tags=["memberships"],
-    responses=problems(400, 401, 403, 404, 409, 413, 422),
+    responses=problems(
+        400, 401, 403, 404, 409, 413, 422, described={409: "The last product owner of the client"}
+    ),
 )
 
 

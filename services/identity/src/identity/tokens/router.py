@@ -17,12 +17,11 @@ from starlette.datastructures import FormData
 
 from identity.context import ContextDep
 from identity.external.service import exchange_external_token
-from identity.problems import problems
 from identity.tokens import service
 from identity.tokens.errors import OAuthError
 from identity.tokens.schemas import LoginRequest, LogoutRequest, TokenResponse
 from identity.transactions import keeping_rejections
-from shared.http import SessionDep, session_factory
+from shared.http import SessionDep, problems, session_factory
 
 __all__ = ["client_ip", "router"]
 
@@ -97,7 +96,18 @@ def _oauth_error(exc: OAuthError) -> JSONResponse:
     "/login",
     response_model=TokenResponse,
     response_model_exclude_none=True,
-    responses=problems(400, 401, 413, 422, 429, 503),
+    responses=problems(
+        400,
+        401,
+        413,
+        422,
+        429,
+        described={
+            401: "Wrong email or password",
+            429: "Too many failed logins; retry after Retry-After",
+            503: "No signing key is available yet, or the database is unavailable",
+        },
+    ),
 )
 async def login(body: LoginRequest, request: Request, ctx: ContextDep) -> JSONResponse:
     async with keeping_rejections(session_factory(request)) as session:
@@ -165,7 +175,11 @@ async def _read_form(request: Request) -> FormData:
     response_model=TokenResponse,
     response_model_exclude_none=True,
     openapi_extra=_FORM_SCHEMA,
-    responses={400: _OAUTH_ERROR, 401: _OAUTH_ERROR, **problems(413, 503)},
+    responses={
+        400: _OAUTH_ERROR,
+        401: _OAUTH_ERROR,
+        **problems(413, described={503: "No signing key is available yet, or the database is unavailable"}),
+    },
 )
 async def token(request: Request, ctx: ContextDep) -> JSONResponse:
     """OAuth 2.0 token endpoint: ``client_credentials`` (agents), ``refresh_token`` (users) and RFC 8693

@@ -12,16 +12,27 @@ from identity.context import ContextDep
 from identity.memberships.repository import MembershipRepository
 from identity.outbox import actor_of
 from identity.paging import after_id, next_cursor
-from identity.problems import problems
 from identity.users import service
 from identity.users.repository import UserNotFound, UserRepository
 from identity.users.schemas import MembershipSummary, UserCreate, UserMeRead, UserRead, UserUpdate
-from shared.http import LimitParam, Page, SessionDep, etag_for
+from shared.http import LimitParam, Page, SessionDep, etag_for, problems
 
 __all__ = ["router"]
 
 router = APIRouter(
-    prefix="/v1/users", tags=["users"], responses=problems(400, 401, 403, 404, 409, 412, 413, 422)
+    prefix="/v1/users",
+    tags=["users"],
+    responses=problems(
+        400,
+        401,
+        403,
+        404,
+        409,
+        412,
+        413,
+        422,
+        described={409: "The email is taken, or the last administrator"},
+    ),
 )
 
 

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Response, status
 
 from projects.clients import service
 from projects.clients.schemas import ClientCreate, ClientRead, ClientStatus, ClientUpdate
-from projects.http import CursorParam, IfMatch, Reader, SearchParam, Session, Writer, problems, set_etag
+from projects.http import CursorParam, IfMatch, Reader, SearchParam, Session, Writer, set_etag
 from shared.auth import AdminPrincipal
-from shared.http import LimitParam, Page
+from shared.http import LimitParam, Page, problems
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/clients", tags=["clients"])
+CONFLICTS = {409: "The slug is taken, or the status change is not allowed"}
 
 
 @router.get("", response_model=Page[ClientRead], responses=problems(400, 401, 403, 422))
@@ -39,7 +40,7 @@ async def list_clients(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ClientRead,
-    responses=problems(400, 401, 403, 409, 413, 422),
+    responses=problems(400, 401, 403, 409, 413, 422, described=CONFLICTS),
 )
 async def create_client(
     principal: AdminPrincipal, body: ClientCreate, session: Session, response: Response
@@ -60,7 +61,9 @@ async def get_client(
 
 
 @router.patch(
-    "/{client_id}", response_model=ClientRead, responses=problems(400, 401, 403, 404, 409, 412, 413, 422)
+    "/{client_id}",
+    response_model=ClientRead,
+    responses=problems(400, 401, 403, 404, 409, 412, 413, 422, described=CONFLICTS),
 )
 async def update_client(
     principal: Writer,

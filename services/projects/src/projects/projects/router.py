@@ -6,14 +6,17 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from projects.http import CursorParam, IfMatch, Reader, SearchParam, Session, Writer, problems, set_etag
+from projects.http import CursorParam, IfMatch, Reader, SearchParam, Session, Writer, set_etag
 from projects.projects import service
 from projects.projects.schemas import ProjectCreate, ProjectRead, ProjectStatus, ProjectUpdate
-from shared.http import LimitParam, Page
+from shared.http import LimitParam, Page, problems
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
+CONFLICTS = {
+    409: "The name is taken in this client, the client is archived, or the status change is not allowed"
+}
 
 
 @router.get("", response_model=Page[ProjectRead], responses=problems(400, 401, 403, 404, 422))
@@ -39,7 +42,7 @@ async def list_projects(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ProjectRead,
-    responses=problems(400, 401, 403, 404, 409, 413, 422),
+    responses=problems(400, 401, 403, 404, 409, 413, 422, described=CONFLICTS),
 )
 async def create_project(
     principal: Writer, body: ProjectCreate, session: Session, response: Response
@@ -61,7 +64,9 @@ async def get_project(
 
 
 @router.patch(
-    "/{project_id}", response_model=ProjectRead, responses=problems(400, 401, 403, 404, 409, 412, 413, 422)
+    "/{project_id}",
+    response_model=ProjectRead,
+    responses=problems(400, 401, 403, 404, 409, 412, 413, 422, described=CONFLICTS),
 )
 async def update_project(
     principal: Writer,
