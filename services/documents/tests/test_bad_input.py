@@ -155,6 +155,11 @@ BAD_FIELDS = [
     {"title": "T", "content": "x", "tags": ["ok"] * 21},
     {"title": "T", "content": "x", "tags": ["<script>"]},
     {"title": "T", "content": 42},
+    {"title": "T", "content": "x", "epic": "5"},  # the schema says integer: no lax coercion
+    {"title": "T", "content": "x", "epic": True},
+    {"title": "T", "content": " \n\t"},  # nothing but white space
+    {"title": "T", "content": "a\x00b"},
+    {"title": "T", "content": "\x01\x02\x03\x04\x05 binary"},
 ]
 
 
@@ -182,7 +187,26 @@ async def test_malformed_bodies_are_400(svc):
     svc.problem(no_file, 400, "malformed_upload")
     unknown = await svc.upload_file(project_id, b"# a\n\nb", user, fields={"title": "T", "colour": "red"})
     svc.problem(unknown, 422)
+    for fields in (
+        {"title": "T", "tags": "a,,b"},
+        {"title": "T", "epic": " 5"},
+        {"title": "T", "story": "1.0"},
+    ):
+        svc.problem(await svc.upload_file(project_id, b"# a\n\nb", user, fields=fields), 422)
     await assert_nothing_stored(svc)
+
+
+async def test_a_patch_cannot_null_what_cannot_be_empty(svc):
+    client_id, project_id = await svc.known_project()
+    user = svc.user(client_id)
+    r = await svc.upload_md(project_id, "# ok\n\ntext", user, title="Kept")
+    assert r.status_code == 201, r.text
+    url = f"/v1/documents/{r.json()['id']}"
+    for body in ({"title": None}, {"kind": None}, {"tags": None}, {"epic": 1.5}, {"story": "2"}):
+        svc.problem(await svc.http.patch(url, json=body, headers=user), 422)
+    r = await svc.http.patch(url, json={"epic": 2.0, "story": None}, headers=user)
+    assert r.status_code == 200, r.text
+    assert (r.json()["title"], r.json()["epic"], r.json()["story"]) == ("Kept", 2, None)
 
 
 BAD_SEARCHES = [
@@ -193,6 +217,10 @@ BAD_SEARCHES = [
     {"query": "x", "limit": 10**12},
     {"query": "x", "mode": "psychic"},
     {"query": "   "},
+    {"query": "\u3000\x85"},  # Unicode white space only
+    {"query": "a\x00b"},
+    {"query": "x", "limit": "5"},
+    {"query": "x", "limit": True},
     {"query": "x", "project_ids": ["not-a-uuid"]},
     {"query": "x", "kinds": ["novel"]},
     {"query": "x", "extra": True},
@@ -221,7 +249,7 @@ async def test_list_limit_and_cursor_abuse(svc):
 async def test_unreadable_multipart_is_a_400(svc):
     client_id, project_id = await svc.known_project()
     # A part whose headers never end properly (a bare CR inside a header line).
-    body = b"--b\r\nContent-Disposition: form-data; name=\"file\"\rX\r\n\r\nhi\r\n--b--\r\n"
+    body = b'--b\r\nContent-Disposition: form-data; name="file"\rX\r\n\r\nhi\r\n--b--\r\n'
     r = await svc.http.post(
         f"/v1/projects/{project_id}/documents",
         content=body,

@@ -43,6 +43,10 @@ async def _corpus(svc, n=6):
 async def test_reindex_is_admin_only_and_one_job_at_a_time(svc):
     _client_id, user = await _corpus(svc, 2)
     svc.problem(await svc.http.post("/v1/admin/reindex", headers=user), 403, "admin_required")
+    for coerced in (0, 1, "true"):  # a boolean is a JSON boolean
+        svc.problem(
+            await svc.http.post("/v1/admin/reindex", json={"force": coerced}, headers=svc.admin()), 422
+        )
     r = await svc.http.post("/v1/admin/reindex", json={"force": True}, headers=svc.admin())
     assert r.status_code == 202, r.text
     job = r.json()

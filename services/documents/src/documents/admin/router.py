@@ -10,14 +10,16 @@ from documents.admin import service
 from documents.admin.schemas import ReindexJobRead, ReindexRequest
 from documents.deps import EmbedderDep
 from shared.auth import AdminPrincipal, require_admin
-from shared.http import SessionDep
+from shared.http import SessionDep, problems
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-@router.post("/reindex", response_model=ReindexJobRead, status_code=202)
+@router.post(
+    "/reindex", response_model=ReindexJobRead, status_code=202, responses=problems(400, 401, 403, 413, 422)
+)
 async def reindex(
     principal: AdminPrincipal,
     session: SessionDep,
@@ -34,6 +36,11 @@ async def reindex(
     return ReindexJobRead.model_validate(job)
 
 
-@router.get("/reindex/{job_id}", response_model=ReindexJobRead, dependencies=[Depends(require_admin)])
+@router.get(
+    "/reindex/{job_id}",
+    response_model=ReindexJobRead,
+    dependencies=[Depends(require_admin)],
+    responses=problems(401, 403, 404, 422),
+)
 async def get_reindex(job_id: uuid.UUID, session: SessionDep) -> ReindexJobRead:
     return ReindexJobRead.model_validate(await service.get_job(session, job_id))

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 __all__ = ["ReindexJobRead", "ReindexRequest"]
 
@@ -15,7 +15,7 @@ class ReindexRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Re-embed chunks that already have a vector of the target model too (same model, new weights).
-    force: bool = False
+    force: StrictBool = False
 
 
 class ReindexJobRead(BaseModel):

@@ -18,6 +18,7 @@ from documents.documents.models import Document, DocumentVersion
 from documents.documents.repository import DocumentRepository, VersionNotFound
 from documents.documents.schemas import (
     DocumentCreateJson,
+    DocumentForm,
     DocumentKind,
     DocumentMeta,
     DocumentRead,
@@ -40,28 +41,23 @@ from shared.http import (
     decode_cursor,
     encode_cursor,
     etag_for,
+    problems,
 )
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
+_FORM = DocumentForm.model_json_schema()
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
             "multipart/form-data": {
                 "schema": {
-                    "type": "object",
+                    **_FORM,
                     "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "title": {"type": "string", "maxLength": 200},
-                        "kind": {"type": "string"},
-                        "tags": {"type": "string", "description": "comma-separated"},
-                        "epic": {"type": "integer"},
-                        "story": {"type": "integer"},
-                    },
+                    "properties": {"file": {"type": "string", "format": "binary"}, **_FORM["properties"]},
                 }
             },
             "application/json": {"schema": DocumentCreateJson.model_json_schema()},
@@ -82,6 +78,14 @@ _VERSION_BODY: dict[str, Any] = {
             "application/json": {"schema": VersionCreateJson.model_json_schema()},
         },
     }
+}
+
+
+_UPLOAD_PROBLEMS = {
+    400: "A multipart body that cannot be read (no 'file' part, too many parts, a field too long), or "
+    "a body that is not a JSON object",
+    413: "The upload is larger than the service accepts",
+    415: "Neither multipart/form-data nor JSON, or content that is not Markdown, plain text or PDF",
 }
 
 
@@ -114,15 +118,11 @@ def _meta_from_upload(upload: Upload) -> DocumentMeta:
     try:
         if upload.json is not None:
             return DocumentCreateJson.model_validate(upload.json)
-        fields: dict[str, Any] = {}
-        for name, values in upload.fields.items():
-            if name == "tags":
-                fields["tags"] = [t for v in values for t in v.split(",") if t.strip()]
-            else:
-                fields[name] = values[-1]
-        if "title" not in fields and (title := _title_from_filename(upload.filename)) is not None:
-            fields["title"] = title
-        return DocumentMeta.model_validate(fields)
+        fields = {name: values[-1] for name, values in upload.fields.items()}
+        if len(upload.fields.get("tags", ())) > 1:
+            fields["tags"] = ",".join(upload.fields["tags"])
+        form = DocumentForm.model_validate(fields)
+        return form.meta(_title_from_filename(upload.filename))
     except ValidationError as exc:
         raise _invalid(exc) from exc
 
@@ -148,7 +148,13 @@ def _document_read(doc: Document, latest: DocumentVersion | None) -> DocumentRea
     response_model=DocumentRead,
     status_code=201,
     openapi_extra=_UPLOAD_BODY,
-    responses={200: {"description": "Identical content already stored: the existing document"}},
+    responses={
+        200: {
+            "model": DocumentRead,
+            "description": "Identical content already stored: the existing document",
+        },
+        **problems(400, 401, 403, 404, 413, 415, 422, described=_UPLOAD_PROBLEMS),
+    },
 )
 async def create_document(
     project_id: uuid.UUID,
@@ -179,7 +185,11 @@ async def create_document(
     return _document_read(stored.document, stored.version)
 
 
-@router.get("/projects/{project_id}/documents", response_model=Page[DocumentRead])
+@router.get(
+    "/projects/{project_id}/documents",
+    response_model=Page[DocumentRead],
+    responses=problems(400, 401, 404, 422),
+)
 async def list_documents(
     project_id: uuid.UUID,
     principal: CurrentPrincipal,
@@ -213,7 +223,7 @@ async def list_documents(
     )
 
 
-@router.get("/documents/{document_id}", response_model=DocumentRead)
+@router.get("/documents/{document_id}", response_model=DocumentRead, responses=problems(401, 404, 422))
 async def get_document(
     document_id: uuid.UUID, response: Response, principal: CurrentPrincipal, session: SessionDep
 ) -> DocumentRead:
@@ -223,7 +233,9 @@ async def get_document(
     return _document_read(doc, latest)
 
 
-@router.patch("/documents/{document_id}", response_model=DocumentRead)
+@router.patch(
+    "/documents/{document_id}", response_model=DocumentRead, responses=problems(400, 401, 403, 404, 412, 413, 422)
+)
 async def update_document(
     document_id: uuid.UUID,
     changes: DocumentUpdate,
@@ -240,7 +252,7 @@ async def update_document(
     return _document_read(doc, latest)
 
 
-@router.delete("/documents/{document_id}", status_code=204)
+@router.delete("/documents/{document_id}", status_code=204, responses=problems(401, 403, 404, 412, 422))
 async def delete_document(
     document_id: uuid.UUID,
     principal: CurrentPrincipal,
@@ -257,7 +269,11 @@ async def delete_document(
     return Response(status_code=204)
 
 
-@router.get("/documents/{document_id}/versions", response_model=Page[VersionRead])
+@router.get(
+    "/documents/{document_id}/versions",
+    response_model=Page[VersionRead],
+    responses=problems(400, 401, 404, 422),
+)
 async def list_versions(
     document_id: uuid.UUID,
     principal: CurrentPrincipal,
@@ -284,7 +300,10 @@ async def list_versions(
     response_model=VersionRead,
     status_code=201,
     openapi_extra=_VERSION_BODY,
-    responses={200: {"description": "Identical to the latest version: that version"}},
+    responses={
+        200: {"model": VersionRead, "description": "Identical to the latest version: that version"},
+        **problems(400, 401, 403, 404, 413, 415, 422, described=_UPLOAD_PROBLEMS),
+    },
 )
 async def create_version(
     document_id: uuid.UUID,
@@ -325,7 +344,13 @@ async def _version_or_latest(session: SessionDep, doc: Document, number: int | N
 @router.get(
     "/documents/{document_id}/content",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/markdown": {}, "text/plain": {}, "application/pdf": {}}}, 304: {}},
+    responses={
+        200: {"content": {"text/markdown": {}, "text/plain": {}, "application/pdf": {}}},
+        304: {"description": "If-None-Match names this version's content"},
+        **problems(
+            401, 404, 422, described={404: "No such document or version, or one the caller may not see"}
+        ),
+    },
 )
 async def get_content(
     document_id: uuid.UUID,
@@ -358,7 +383,20 @@ async def get_content(
     )
 
 
-@router.get("/documents/{document_id}/sections", response_model=Page[SectionRead])
+@router.get(
+    "/documents/{document_id}/sections",
+    response_model=Page[SectionRead],
+    responses=problems(
+        401,
+        404,
+        409,
+        422,
+        described={
+            404: "No such document or version, or one the caller may not see",
+            409: "The version is not indexed (yet): it has no sections",
+        },
+    ),
+)
 async def get_sections(
     document_id: uuid.UUID,
     principal: CurrentPrincipal,

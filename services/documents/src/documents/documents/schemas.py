@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from shared.http import JSON_INTEGER
 
 __all__ = [
+    "CONTENT_PATTERN",
     "DocumentCreateJson",
+    "DocumentForm",
     "DocumentKind",
     "DocumentMeta",
     "DocumentRead",
@@ -39,6 +43,13 @@ VersionStatus = Literal["pending", "processing", "indexed", "failed", "supersede
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 TITLE_MAX = 200
+# Markdown given inline (JSON ``content``): text with something besides ASCII whitespace in it, and no
+# control character but tab, newline, vertical tab, form feed and carriage return. What ``sniff`` would
+# refuse in an uploaded file (empty, NUL bytes, "looks binary") is refused here by the schema itself.
+CONTENT_PATTERN = r"^[^\x00-\x08\x0e-\x1f]*[^\x00-\x20][^\x00-\x08\x0e-\x1f]*$"
+# The ``tags`` form field: up to 20 comma-separated tags (see ``Tag``), or nothing.
+_TAG = r"[A-Za-z0-9][A-Za-z0-9 ._:-]{0,49}"
+TAGS_FIELD_PATTERN = rf"^(?:{_TAG}(?:,{_TAG}){{0,19}})?$"
 
 
 def check_title(value: str) -> str:
@@ -70,12 +81,23 @@ def _check_tags(values: list[str]) -> list[str]:
     return list(seen)
 
 
-Title = Annotated[str, AfterValidator(check_title)]
+Title = Annotated[str, StringConstraints(max_length=TITLE_MAX), AfterValidator(check_title)]
 Tag = Annotated[
     str, StringConstraints(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:-]*$")
 ]
 Tags = Annotated[list[Tag], Field(max_length=20), AfterValidator(_check_tags)]
-Number = Annotated[int, Field(ge=0, le=100_000)]
+Number = Annotated[int, Field(ge=0, le=100_000), JSON_INTEGER]
+
+
+def _absent_is_unchanged(schema: dict[str, Any]) -> None:
+    """A PATCH field that may be left out but not sent as null: no ``default: null`` in its schema."""
+    schema.pop("default", None)
+
+
+def _optional() -> Any:
+    """The default of a PATCH field that cannot be cleared: absent means unchanged, ``null`` is refused
+    (the type has no ``None``, and pydantic does not validate defaults)."""
+    return Field(default=None, json_schema_extra=_absent_is_unchanged)
 
 
 class DocumentMeta(BaseModel):
@@ -90,24 +112,59 @@ class DocumentMeta(BaseModel):
     story: Number | None = None
 
 
+Content = Annotated[str, StringConstraints(pattern=CONTENT_PATTERN)]
+
+
+def _digits(value: object) -> object:
+    """A form number is its digits and nothing else (not `` 5``, ``+5``, ``1_000`` or ``5.0``)."""
+    if isinstance(value, str) and not re.fullmatch(r"0|[1-9][0-9]*", value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+FormNumber = Annotated[int, Field(ge=0, le=100_000), BeforeValidator(_digits)]
+
+
 class DocumentCreateJson(DocumentMeta):
     """``POST /v1/projects/{id}/documents`` as JSON: Markdown ``content`` inline."""
 
-    content: str = Field(min_length=1)
+    content: Content
+
+
+class DocumentForm(BaseModel):
+    """``POST /v1/projects/{id}/documents`` as multipart/form-data: the fields besides the ``file`` part
+    (the title defaults to the file's name). Form values are text: ``tags`` is one comma-separated field,
+    ``epic`` and ``story`` are the digits of a number."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title = _optional()
+    kind: DocumentKind = "reference"
+    tags: Annotated[str, StringConstraints(pattern=TAGS_FIELD_PATTERN)] = ""
+    epic: FormNumber = _optional()
+    story: FormNumber = _optional()
+
+    def meta(self, default_title: str | None) -> DocumentMeta:
+        """The metadata these fields give (validated again as ``DocumentMeta``)."""
+        fields = self.model_dump(exclude_unset=True)
+        fields["tags"] = [t for t in self.tags.split(",") if t] if self.tags else []
+        if "title" not in fields and default_title is not None:
+            fields["title"] = default_title
+        return DocumentMeta.model_validate(fields)
 
 
 class VersionCreateJson(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1)
+    content: Content
 
 
 class DocumentUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: Title | None = None
-    kind: DocumentKind | None = None
-    tags: Tags | None = None
+    title: Title = _optional()
+    kind: DocumentKind = _optional()
+    tags: Tags = _optional()
     epic: Number | None = None
     story: Number | None = None
 

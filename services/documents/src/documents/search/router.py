@@ -11,7 +11,7 @@ from documents.search import service
 from documents.search.schemas import SearchRequest, SearchResponse
 from shared.auth import CurrentPrincipal, Principal
 from shared.errors import Forbidden
-from shared.http import SessionDep
+from shared.http import SessionDep, problems
 
 __all__ = ["router"]
 
@@ -33,7 +33,20 @@ async def _may_search(principal: CurrentPrincipal) -> Principal:
     return principal
 
 
-@router.post("/search", response_model=SearchResponse)
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    responses=problems(
+        400,
+        401,
+        403,
+        413,
+        422,
+        described={
+            503: "The index is being rebuilt, queries cannot be embedded, or the database is unavailable"
+        },
+    ),
+)
 async def search(
     body: SearchRequest,
     principal: Annotated[Principal, Depends(_may_search)],

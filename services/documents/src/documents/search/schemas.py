@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from documents.documents.schemas import DocumentKind
+from shared.http import JSON_INTEGER
 
 __all__ = [
     "MAX_QUERY_CHARS",
+    "QUERY_PATTERN",
     "KeywordPart",
     "SearchHit",
     "SearchMode",
@@ -21,14 +23,18 @@ __all__ = [
 
 MAX_QUERY_CHARS = 1000
 SearchMode = Literal["hybrid", "semantic", "keyword"]
+# Something to search for besides white space (Unicode White_Space, spelled out: JSON Schema's ``\s`` and
+# Python's differ), and no NUL (Postgres text cannot hold it).
+_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+QUERY_PATTERN = f"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)]
+    query: Annotated[str, StringConstraints(max_length=MAX_QUERY_CHARS, pattern=QUERY_PATTERN)]
     mode: SearchMode = "hybrid"
-    limit: int = Field(default=10, ge=1, le=50)
+    limit: Annotated[int, Field(ge=1, le=50), JSON_INTEGER] = 10
     project_ids: list[uuid.UUID] | None = Field(default=None, max_length=100)
     kinds: list[DocumentKind] | None = Field(default=None, max_length=10)
 
