@@ -58,6 +58,9 @@ async def test_pagination_and_authentication(svc):
     assert next(d["id"] for d in r.json()["items"]) > page1["items"][-1]["id"]
     assert r.json()["next_cursor"] is None
     svc.problem(await svc.http.get("/v1/workflow-definitions"), 401)
+    # A cursor that decodes but names no position (base64 of {"x":1}) is refused like any bad one.
+    foreign = await svc.http.get("/v1/workflow-definitions?cursor=eyJ4IjoxfQ", headers=svc.user("c"))
+    svc.problem(foreign, 400, "invalid_cursor")
 
 
 async def test_get_one_with_steps_versions_and_diagram(svc):
@@ -148,6 +151,8 @@ async def test_malformed_uploads_are_422_naming_line_and_step_and_store_nothing(
         415,
     )
     svc.problem(await svc.http.post("/v1/workflow-definitions", json={"src": "x"}, headers=svc.admin), 422)
+    not_json = {**svc.admin, "Content-Type": "application/json"}
+    svc.problem(await svc.http.post("/v1/workflow-definitions", content=b"{oops", headers=not_json), 400)
     assert await version_count(svc) == before
 
 

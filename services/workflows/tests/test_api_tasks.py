@@ -112,6 +112,8 @@ async def test_task_listing_filters_scope_and_pages(svc):
     assert "analyst" in body["detail"]
     r = await svc.http.get("/v1/tasks?role=tea", headers=svc.user(client))  # v6 name of the QA role
     assert r.status_code == 200
+    # Exactly the names the OpenAPI document lists.
+    svc.problem(await svc.http.get("/v1/tasks?role=PM", headers=svc.user(client)), 422, "unknown_role")
     svc.problem(await svc.http.get(f"/v1/tasks?client_id={other}", headers=svc.user(client)), 404)
     svc.problem(await svc.http.get("/v1/tasks?state=bogus", headers=svc.user(client)), 422)
     svc.problem(await svc.http.get("/v1/tasks?cursor=%%%", headers=svc.user(client)), 400)

@@ -6,10 +6,11 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import ValidationError
 
 from shared.auth import AdminPrincipal, get_principal
-from shared.errors import UnsupportedMediaType, ValidationFailed
-from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor
+from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor, problems
 from workflows.definitions import service
 from workflows.definitions.loader import MAX_SOURCE_BYTES
 from workflows.definitions.models import DefinitionRow, DefinitionVersionRow
@@ -56,22 +57,39 @@ def _read(
     )
 
 
-@router.get("", response_model=Page[DefinitionSummary], dependencies=_authenticated)
+@router.get(
+    "",
+    response_model=Page[DefinitionSummary],
+    dependencies=_authenticated,
+    responses=problems(400, 401, 422),
+)
 async def list_definitions(
-    session: SessionDep, limit: LimitParam = 50, cursor: str | None = None
+    session: SessionDep,
+    limit: LimitParam = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor of the previous page")
+    ] = None,
 ) -> Page[DefinitionSummary]:
     after = decode_cursor(cursor)
-    rows = await service.list_definitions(session, after=str(after["id"]) if after else None, limit=limit + 1)
+    last = None if after is None else after.get("id")
+    if after is not None and (not isinstance(last, str) or "\x00" in last):
+        raise BadRequest("Invalid cursor", code="invalid_cursor")
+    rows = await service.list_definitions(session, after=last, limit=limit + 1)
     items = [_summary(r) for r in rows[:limit]]
     next_cursor = encode_cursor({"id": rows[limit - 1].id}) if len(rows) > limit else None
     return Page[DefinitionSummary](items=items, next_cursor=next_cursor)
 
 
-@router.get("/{definition_id}", response_model=DefinitionRead, dependencies=_authenticated)
+@router.get(
+    "/{definition_id}",
+    response_model=DefinitionRead,
+    dependencies=_authenticated,
+    responses=problems(401, 404, 422),
+)
 async def get_definition(
     definition_id: DefinitionId,
     session: SessionDep,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> DefinitionRead:
     row = await service.get_definition(session, definition_id)
     chosen = await service.get_version(session, definition_id, version or row.latest_version)
@@ -87,8 +105,12 @@ async def _source(request: Request) -> str:
         )
     if content_type == "application/json":
         try:
-            return DefinitionUpload.model_validate(json.loads(raw)).source
-        except (ValueError, TypeError) as exc:
+            parsed = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest("The body is not valid JSON", code="malformed_json") from exc
+        try:
+            return DefinitionUpload.model_validate(parsed).source
+        except ValidationError as exc:
             raise ValidationFailed('Send {"source": "<yaml text>"} or the YAML itself') from exc
     if content_type not in _YAML_TYPES:
         raise UnsupportedMediaType(f"Send the workflow file as application/yaml, not {content_type}")
@@ -104,7 +126,26 @@ async def _source(request: Request) -> str:
     "",
     response_model=DefinitionRead,
     status_code=201,
-    responses={200: {"description": "Same content as the latest version: nothing new stored"}, 422: {}},
+    responses={
+        200: {
+            "model": DefinitionRead,
+            "description": "Same content as the latest version: nothing new stored",
+        },
+        **problems(
+            400,
+            401,
+            403,
+            413,
+            415,
+            422,
+            described={
+                400: "A JSON body that is not valid JSON",
+                415: "Neither YAML (application/yaml, text/yaml, text/plain) nor JSON",
+                422: "The file does not load as a BMAD workflow (``problems`` names each line, step and "
+                "reason), or is not UTF-8",
+            },
+        ),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import CurrentPrincipal, Principal
 from shared.db import utcnow
-from shared.http import SessionDep, etag_for
+from shared.http import SessionDep, etag_for, problems
 from workflows.access import ensure_read
 from workflows.engine.stories import render_yaml, sprint_status
 from workflows.instances.models import InstanceRow
@@ -35,7 +35,7 @@ async def _instance(session: AsyncSession, principal: Principal, project_id: uui
     return row
 
 
-@router.get("/{project_id}/workflow", response_model=InstanceRead)
+@router.get("/{project_id}/workflow", response_model=InstanceRead, responses=problems(401, 404, 422))
 async def get_workflow(
     project_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal, response: Response
 ) -> InstanceRead:
@@ -49,7 +49,10 @@ async def get_workflow(
 
 @router.get(
     "/{project_id}/sprint-status",
-    responses={200: {"content": {"application/json": {}, "application/yaml": {}}}},
+    responses={
+        200: {"content": {"application/json": {}, "application/yaml": {}}},
+        **problems(401, 404, 422),
+    },
 )
 async def get_sprint_status(
     project_id: uuid.UUID,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.http import JSON_INTEGER
 
 __all__ = [
     "AnswerBody",
@@ -125,7 +127,7 @@ class InstanceRead(BaseModel):
 
 class ClaimBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    lease_seconds: int | None = Field(default=None, ge=1, le=604_800)
+    lease_seconds: Annotated[int, Field(ge=1, le=604_800), JSON_INTEGER] | None = None
 
 
 class CompleteBody(BaseModel):

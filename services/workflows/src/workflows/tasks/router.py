@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import CurrentPrincipal, Principal
 from shared.db import utcnow
-from shared.errors import NotFound, ValidationFailed
-from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor, etag_for
+from shared.errors import BadRequest, NotFound, ValidationFailed
+from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor, etag_for, problems
 from workflows.access import actor_of, ensure_act, ensure_read, readable_clients
 from workflows.definitions.vocabulary import CANONICAL_ROLES, ROLE_ALIASES, canonical_role
 from workflows.engine.errors import DecisionNotFound, TaskNotFound
@@ -33,7 +33,36 @@ from workflows.instances.service import apply, lock_instance
 router = APIRouter(tags=["tasks and decisions"])
 
 TaskStateParam = Literal["pending", "ready", "claimed", "completed", "skipped", "failed"]
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", description="The ETag last read; the change is refused (412) if it moved on"),
+]
+CursorParam = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
+ROLE_NAMES = sorted(CANONICAL_ROLES | set(ROLE_ALIASES))
+RoleParam = Annotated[
+    str | None,
+    Query(
+        description="A BMAD role, by its canonical name or one of its aliases (tea, ux-designer, ...)",
+        json_schema_extra={"enum": ROLE_NAMES},
+    ),
+]
+# What a task action can be refused with, besides the caller and the request.
+_TASK_PROBLEMS = problems(
+    400,
+    401,
+    403,
+    404,
+    409,
+    412,
+    413,
+    422,
+    described={
+        403: "The caller may read but not act on this project, or an agent lacks the task's BMAD role",
+        409: "The task is not open to this caller: not ready, closed, claimed by another, or the workflow "
+        "has ended; or the named document is not indexed yet or already used",
+        422: "Invalid input, or a document the task cannot take (missing, of another kind)",
+    },
+)
 
 
 class UnknownRole(ValidationFailed):
@@ -72,20 +101,20 @@ def _page_after(query: Any, model: Any, cursor: str | None) -> Any:
         try:
             query = query.where(model.id > uuid.UUID(str(after.get("id"))))
         except ValueError:
-            raise ValidationFailed("Invalid cursor", code="invalid_cursor") from None
+            raise BadRequest("Invalid cursor", code="invalid_cursor") from None
     return query.order_by(model.id)
 
 
-@router.get("/v1/tasks", response_model=Page[TaskRead])
+@router.get("/v1/tasks", response_model=Page[TaskRead], responses=problems(400, 401, 404, 422))
 async def list_tasks(
     session: SessionDep,
     principal: CurrentPrincipal,
     client_id: uuid.UUID | None = None,
     project_id: uuid.UUID | None = None,
-    role: Annotated[str | None, Query(max_length=40)] = None,
+    role: RoleParam = None,
     state: TaskStateParam | None = None,
     limit: LimitParam = 50,
-    cursor: str | None = None,
+    cursor: CursorParam = None,
 ) -> Page[TaskRead]:
     """Tasks the caller may see, oldest first. ``state=ready`` includes claims whose lease ran out."""
     now = utcnow()
@@ -93,10 +122,9 @@ async def list_tasks(
     if project_id is not None:
         query = query.where(TaskRow.project_id == project_id)
     if role is not None:
-        canonical = canonical_role(role)
+        canonical = canonical_role(role) if role in ROLE_NAMES else None
         if canonical is None:
-            known = ", ".join(sorted(CANONICAL_ROLES | set(ROLE_ALIASES)))
-            raise UnknownRole(f"Unknown role '{role}'; known roles: {known}")
+            raise UnknownRole(f"Unknown role '{role}'; known roles: {', '.join(ROLE_NAMES)}")
         query = query.where(TaskRow.roles.contains([canonical]))
     expired = and_(TaskRow.state == "claimed", TaskRow.lease_expires_at <= now)
     if state == "ready":
@@ -121,7 +149,7 @@ async def _task_row(session: AsyncSession, principal: Principal, task_id: uuid.U
     return row
 
 
-@router.get("/v1/tasks/{task_id}", response_model=TaskRead)
+@router.get("/v1/tasks/{task_id}", response_model=TaskRead, responses=problems(401, 404, 422))
 async def get_task(task_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> TaskRead:
     return task_row_read(await _task_row(session, principal, task_id), utcnow())
 
@@ -151,7 +179,7 @@ async def _task_action(
     )
 
 
-@router.post("/v1/tasks/{task_id}/claim", response_model=TaskRead)
+@router.post("/v1/tasks/{task_id}/claim", response_model=TaskRead, responses=_TASK_PROBLEMS)
 async def claim_task(
     task_id: uuid.UUID,
     request: Request,
@@ -179,7 +207,7 @@ async def claim_task(
     )
 
 
-@router.post("/v1/tasks/{task_id}/complete", response_model=TaskRead)
+@router.post("/v1/tasks/{task_id}/complete", response_model=TaskRead, responses=_TASK_PROBLEMS)
 async def complete_task(
     task_id: uuid.UUID,
     response: Response,
@@ -203,7 +231,7 @@ async def complete_task(
     )
 
 
-@router.post("/v1/tasks/{task_id}/skip", response_model=TaskRead)
+@router.post("/v1/tasks/{task_id}/skip", response_model=TaskRead, responses=_TASK_PROBLEMS)
 async def skip_task(
     task_id: uuid.UUID,
     response: Response,
@@ -220,7 +248,7 @@ async def skip_task(
     )
 
 
-@router.post("/v1/tasks/{task_id}/fail", response_model=TaskRead)
+@router.post("/v1/tasks/{task_id}/fail", response_model=TaskRead, responses=_TASK_PROBLEMS)
 async def fail_task(
     task_id: uuid.UUID,
     response: Response,
@@ -237,7 +265,7 @@ async def fail_task(
     )
 
 
-@router.get("/v1/decisions", response_model=Page[DecisionRead])
+@router.get("/v1/decisions", response_model=Page[DecisionRead], responses=problems(400, 401, 404, 422))
 async def list_decisions(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -245,7 +273,7 @@ async def list_decisions(
     project_id: uuid.UUID | None = None,
     state: Literal["open", "answered"] | None = None,
     limit: LimitParam = 50,
-    cursor: str | None = None,
+    cursor: CursorParam = None,
 ) -> Page[DecisionRead]:
     query = _scope_query(select(DecisionRow), DecisionRow, principal, client_id)
     if project_id is not None:
@@ -270,14 +298,31 @@ async def _decision_row(session: AsyncSession, principal: Principal, decision_id
     return row
 
 
-@router.get("/v1/decisions/{decision_id}", response_model=DecisionRead)
+@router.get("/v1/decisions/{decision_id}", response_model=DecisionRead, responses=problems(401, 404, 422))
 async def get_decision(
     decision_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
 ) -> DecisionRead:
     return decision_row_read(await _decision_row(session, principal, decision_id))
 
 
-@router.post("/v1/decisions/{decision_id}", response_model=DecisionRead)
+@router.post(
+    "/v1/decisions/{decision_id}",
+    response_model=DecisionRead,
+    responses=problems(
+        400,
+        401,
+        403,
+        404,
+        409,
+        412,
+        413,
+        422,
+        described={
+            409: "The decision is already answered, or the workflow has ended",
+            422: "Invalid input, or an answer that is not one of the decision's options",
+        },
+    ),
+)
 async def answer_decision(
     decision_id: uuid.UUID,
     body: AnswerBody,
