@@ -151,7 +151,9 @@ async def test_filters_pagination_and_bounds(api, seeded, client_a):
         ({"since": "2025-01-01T00:00:00"}, 422),  # no time zone
         ({"since": "yesterday"}, 422),
         ({"cursor": "!!!"}, 400),
+        ({"cursor": "eyJ4IjoxfQ"}, 400),  # decodes, but names no position
         ({"client_id": "not-a-client"}, 422),
+        ({"client_id": a.replace("-", "")}, 422),  # a UUID, but not as the document spells one
         ({"action": "x" * 500}, 422),
     ):
         r = await api.get("/v1/audit/entries", params={"client_id": a, **params}, headers=admin)

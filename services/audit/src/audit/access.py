@@ -8,6 +8,7 @@ for everyone else, exactly like a chain that does not exist.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Final
 
@@ -15,10 +16,15 @@ from audit.chain.canonical import PLATFORM_CHAIN
 from audit.errors import ChainNotFound, InvalidFilter
 from shared.auth import Principal, ensure_client_role
 
-__all__ = ["READ_ROLES", "READ_SCOPE", "authorize_chain", "resolve_chain"]
+__all__ = ["CHAIN_PATTERN", "READ_ROLES", "READ_SCOPE", "authorize_chain", "resolve_chain"]
 
 READ_ROLES: Final = frozenset({"auditor", "product_owner"})
 READ_SCOPE: Final = "audit:read"
+# A client id in its usual spelling (not every form ``uuid.UUID`` takes), or ``platform``.
+CHAIN_PATTERN: Final = (
+    r"^(platform|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
+_CHAIN = re.compile(CHAIN_PATTERN)
 
 
 def authorize_chain(principal: Principal, chain: str) -> None:
@@ -45,12 +51,8 @@ def resolve_chain(principal: Principal, client_id: str | None, *, required: bool
             if len(readable) != 1:
                 raise InvalidFilter("client_id is required", code="client_id_required")
             client_id = readable[0]
-    if client_id == PLATFORM_CHAIN:
-        chain = PLATFORM_CHAIN
-    else:
-        try:
-            chain = str(uuid.UUID(client_id))
-        except ValueError:
-            raise InvalidFilter("client_id must be a client id (UUID) or 'platform'") from None
+    if _CHAIN.fullmatch(client_id) is None:
+        raise InvalidFilter("client_id must be a client id (UUID) or 'platform'")
+    chain = client_id if client_id == PLATFORM_CHAIN else str(uuid.UUID(client_id))
     authorize_chain(principal, chain)
     return chain

@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
-from audit.access import READ_SCOPE, resolve_chain
+from audit.access import CHAIN_PATTERN, READ_SCOPE, resolve_chain
 from audit.chain.models import Checkpoint
 from audit.checkpoints.schemas import CheckpointRead, PublicKeyRead
 from audit.context import AuditDep
 from audit.entries.service import record_read
-from audit.errors import InvalidFilter
 from shared.auth import CurrentPrincipal, require_scopes
-from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor
+from shared.errors import BadRequest
+from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor, problems
 
 __all__ = ["public_router", "router"]
 
@@ -22,13 +22,29 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(req
 public_router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-@router.get("/checkpoints", response_model=Page[CheckpointRead])
+@router.get(
+    "/checkpoints",
+    response_model=Page[CheckpointRead],
+    responses=problems(
+        400,
+        401,
+        403,
+        404,
+        422,
+        described={
+            403: "The caller's role in the client, or an agent's scopes, do not allow reading its log",
+            422: "Invalid input, or client_id needed (the caller audits several clients or none)",
+        },
+    ),
+)
 async def list_checkpoints(
     request: Request,
     session: SessionDep,
     audit: AuditDep,
     principal: CurrentPrincipal,
-    client_id: Annotated[str | None, Query(max_length=36, description="A client id, or 'platform'.")] = None,
+    client_id: Annotated[
+        str | None, Query(pattern=CHAIN_PATTERN, description="A client id, or 'platform' (admins).")
+    ] = None,
     limit: LimitParam = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[CheckpointRead]:
@@ -40,7 +56,7 @@ async def list_checkpoints(
         try:
             q = q.where(Checkpoint.sequence < int(data["s"]))
         except (KeyError, TypeError, ValueError):
-            raise InvalidFilter("Invalid cursor", code="invalid_cursor") from None
+            raise BadRequest("Invalid cursor", code="invalid_cursor") from None
     rows = list((await session.execute(q.order_by(Checkpoint.sequence.desc()).limit(limit + 1))).scalars())
     next_cursor = encode_cursor({"s": rows[limit - 1].sequence}) if len(rows) > limit else None
     rid = getattr(request.state, "request_id", None)

@@ -13,13 +13,13 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from audit.access import READ_SCOPE, resolve_chain
+from audit.access import CHAIN_PATTERN, READ_SCOPE, resolve_chain
 from audit.context import AuditDep
 from audit.entries import service
 from audit.entries.schemas import BadEntryRead, EntryFilter, EntryRead, VerifyRead
 from audit.errors import InvalidFilter
 from shared.auth import CurrentPrincipal, require_scopes
-from shared.http import LimitParam, Page, SessionDep, session_factory
+from shared.http import LimitParam, Page, SessionDep, problems, session_factory
 
 __all__ = ["router"]
 
@@ -27,8 +27,19 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"], dependencies=[Depends(req
 
 ClientParam = Annotated[
     str | None,
-    Query(max_length=36, description="A client id, or 'platform' (admins). Admins may omit it: every chain."),
+    Query(
+        pattern=CHAIN_PATTERN,
+        description="A client id, or 'platform' (admins). Admins may omit it: every chain; a user who audits "
+        "exactly one client, or an agent, reads that client's chain without it.",
+    ),
 ]
+# The refusals of every read: the chain named (or implied) and the filter.
+_READ = {
+    403: "The caller's role in the client, or an agent's scopes, do not allow reading its log",
+    404: "No such chain, or one the caller may not see (the same answer for both)",
+    422: "Invalid filter: client_id needed (the caller audits several clients or none), 'until' not "
+    "after 'since', a time range over the limit, or a time without a time zone",
+}
 
 
 def _request_id(request: Request) -> str | None:
@@ -68,7 +79,18 @@ def entry_filter(
 FilterDep = Annotated[EntryFilter, Depends(entry_filter)]
 
 
-@router.get("/entries", response_model=Page[EntryRead])
+@router.get(
+    "/entries",
+    response_model=Page[EntryRead],
+    responses=problems(
+        400,
+        401,
+        403,
+        404,
+        422,
+        described={**_READ, 400: "Malformed cursor, or a query that took too long (narrow the filter)"},
+    ),
+)
 async def list_entries(
     request: Request,
     session: SessionDep,
@@ -84,7 +106,7 @@ async def list_entries(
     return Page[EntryRead](items=[EntryRead.of(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/entries/{entry_id}", response_model=EntryRead)
+@router.get("/entries/{entry_id}", response_model=EntryRead, responses=problems(401, 403, 404, 422))
 async def get_entry(
     request: Request, entry_id: uuid.UUID, session: SessionDep, audit: AuditDep, principal: CurrentPrincipal
 ) -> EntryRead:
@@ -115,7 +137,10 @@ def _csv_line(values: list[object]) -> bytes:
 
 @router.get(
     "/export",
-    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={
+        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
+        **problems(401, 403, 404, 422, described=_READ),
+    },
     response_class=StreamingResponse,
 )
 async def export(
@@ -165,7 +190,7 @@ async def export(
     )
 
 
-@router.get("/verify", response_model=VerifyRead)
+@router.get("/verify", response_model=VerifyRead, responses=problems(401, 403, 404, 422, described=_READ))
 async def verify(
     request: Request,
     session: SessionDep,

@@ -27,7 +27,7 @@ from audit.entries.schemas import EntryFilter
 from audit.errors import EntryNotFound, InvalidFilter, QueryTooBroad
 from shared.auth import Principal
 from shared.db import new_id, utcnow
-from shared.errors import NotFound
+from shared.errors import BadRequest, NotFound
 from shared.http import decode_cursor, encode_cursor
 from shared.telemetry import current_trace_id
 
@@ -39,7 +39,7 @@ _EXPORT_PAGE = 500
 def check_filter(f: EntryFilter, max_days: int) -> None:
     if f.since is not None and f.until is not None:
         if f.until <= f.since:
-            raise InvalidFilter("'until' must be after 'since'")
+            raise InvalidFilter("'until' must be after 'since'", code="time_range_empty")
         if f.until - f.since > timedelta(days=max_days):
             raise InvalidFilter(
                 f"the time range may span at most {max_days} days", code="time_range_too_large"
@@ -85,7 +85,7 @@ def _cursor_position(cursor: str | None) -> repo.Position | None:
     try:
         return (datetime.fromisoformat(str(data["t"])), str(data["c"]), int(data["s"]))
     except (KeyError, ValueError, TypeError):
-        raise InvalidFilter("Invalid cursor", code="invalid_cursor") from None
+        raise BadRequest("Invalid cursor", code="invalid_cursor") from None
 
 
 def _cursor_of(e: Entry) -> str:

@@ -10,7 +10,7 @@ from audit.ingest.healing import ProducerReport
 from audit.ingest.producers import list_producers, state_of
 from shared.auth import CurrentPrincipal, require_scopes
 from shared.errors import Forbidden
-from shared.http import SessionDep
+from shared.http import SessionDep, problems
 
 __all__ = ["router"]
 
@@ -39,7 +39,11 @@ class ProducerRead(BaseModel):
     gaps: list[GapRead]
 
 
-@router.get("/producers", response_model=list[ProducerRead])
+@router.get(
+    "/producers",
+    response_model=list[ProducerRead],
+    responses=problems(401, 403, described={403: "Auditors, agents and platform administrators only"}),
+)
 async def producers(session: SessionDep, principal: CurrentPrincipal) -> list[ProducerRead]:
     """Per producing service: the last sequence seen, open gaps, replays asked for. Counters only (no
     tenant data): platform admins and anyone who audits a client."""
