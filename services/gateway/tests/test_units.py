@@ -150,6 +150,29 @@ def test_openapi_merge_drops_unrouted_and_foreign_paths():
     assert list(merged["paths"]["/v1/projects/{id}"]) == ["get"]  # POST is not routed
 
 
+def test_openapi_merge_adds_the_gateways_own_answers():
+    problem = "application/problem+json"
+    oauth = {"description": "OAuth error", "content": {"application/json": {"schema": {"type": "object"}}}}
+    documents = {
+        "identity": {
+            "paths": {
+                "/v1/auth/token": {"post": {"requestBody": {}, "responses": {"200": {}, "400": oauth}}},
+                "/v1/users/{user_id}": {"get": {"responses": {"404": {"description": "No such user"}}}},
+            }
+        }
+    }
+    paths = merge_documents(documents, RouteTable())["paths"]
+    token = paths["/v1/auth/token"]["post"]["responses"]
+    # Public: no 401 of the gateway's; a body: 413. The upstream's OAuth 400 keeps its media type.
+    assert sorted(token) == ["200", "400", "413", "429", "502", "504"]
+    assert set(token["400"]["content"]) == {"application/json", problem}
+    assert token["400"]["description"].startswith("OAuth error; or: ")
+    assert token["429"]["headers"]["Retry-After"]["required"] is True
+    user = paths["/v1/users/{user_id}"]["get"]["responses"]
+    assert sorted(user) == ["400", "401", "404", "429", "502", "504"]  # no body, no 413
+    assert list(user["401"]["content"]) == [problem]
+
+
 def _denied(i: int = 0) -> Denied:
     return Denied(
         401, "invalid_token", "GET", "/v1/x", "workflows:/v1/x", f"r{i}", None, None, None, "1.2.3.4", 1.7e9

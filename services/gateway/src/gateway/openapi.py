@@ -5,6 +5,12 @@ unrouted paths never leak). Each upstream's last good document is cached and ref
 ``refresh_seconds``; an upstream that is down keeps its last good document (or is simply absent, and
 listed in ``x-baton-upstreams``). Component schemas with the same name and the same content are shared;
 a clash is resolved by prefixing the later upstream's schema name and rewriting its references.
+
+Every operation also lists what the gateway itself answers before (or instead of) the upstream: 400 for
+a path or headers it refuses, 401 for a missing or invalid token (unless the route is public), 413 for
+a body over its limit, 429 with ``Retry-After`` from its rate limits, 502 when the upstream cannot be
+reached or breaks off, 504 when it does not answer in time. Where the upstream declares the same status,
+the two descriptions and media types are merged.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any
 
 import orjson
 
-from gateway.routes import RouteTable
+from gateway.routes import Route, RouteTable
 from gateway.upstream import UpstreamClient
+from shared.http import problems
 
 __all__ = ["OpenAPIAggregator", "merge_documents"]
 
@@ -31,6 +38,14 @@ MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 _BEARER = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
 # How soon an upstream whose document could not be fetched is asked again.
 RETRY_MISSING_SECONDS = 5.0
+_GATEWAY_ANSWERS = {
+    400: "Refused by the gateway: a path or header it does not accept",
+    401: "Refused by the gateway: a missing, malformed or invalid bearer token",
+    413: "Refused by the gateway: the request body is over its limit",
+    429: "Refused by the gateway: too many requests from this address or principal; retry after Retry-After",
+    502: "The gateway could not reach the service, or the service broke off its answer",
+    504: "The service did not answer the gateway in time",
+}
 
 
 def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
@@ -46,6 +61,35 @@ def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
     if isinstance(node, list):
         return [_rewrite_refs(v, renames) for v in node]
     return node
+
+
+def _with_gateway_answers(operation: dict[str, Any], route: Route) -> dict[str, Any]:
+    """``operation``'s responses plus the gateway's own answers (see the module docstring)."""
+    statuses = [400, 429, 502, 504]
+    if not route.public:
+        statuses.append(401)
+    if "requestBody" in operation:
+        statuses.append(413)
+    ours = problems(*statuses, described=_GATEWAY_ANSWERS, unavailable=False)
+    responses = dict(operation.get("responses") or {})
+    for status, answer in sorted(ours.items()):
+        key = str(status)
+        theirs = responses.get(key)
+        if not isinstance(theirs, dict):
+            responses[key] = answer
+            continue
+        merged = dict(theirs)
+        description = str(theirs.get("description") or "")
+        if answer["description"] not in description:
+            merged["description"] = (
+                f"{description}; or: {answer['description']}" if description else answer["description"]
+            )
+        merged["content"] = {**answer["content"], **(theirs.get("content") or {})}
+        headers = {**answer.get("headers", {}), **(theirs.get("headers") or {})}
+        if headers:
+            merged["headers"] = headers
+        responses[key] = merged
+    return {**operation, "responses": responses}
 
 
 def _public_paths(name: str, document: dict[str, Any], table: RouteTable) -> dict[str, Any]:
@@ -66,7 +110,7 @@ def _public_paths(name: str, document: dict[str, Any], table: RouteTable) -> dic
             operation["security"] = [] if route.public else [{"bearer": []}]
             operation.setdefault("tags", [name])
             operation["x-baton-upstream"] = name
-            kept[method] = operation
+            kept[method] = _with_gateway_answers(operation, route)
         if kept:
             if isinstance(item.get("parameters"), list):
                 kept["parameters"] = item["parameters"]
