@@ -36,22 +36,14 @@ import uvicorn
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
-from schemathesis.core.failures import AcceptedNegativeData, FailureGroup
+from schemathesis.core.failures import FailureGroup
 from schemathesis.core.parameters import ParameterLocation
-from schemathesis.openapi.checks import (
-    JsonSchemaError,
-    RejectedPositiveData,
-    UndefinedContentType,
-    UndefinedStatusCode,
-)
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import ensure_resource_availability, positive_data_acceptance
 
 from shared.testing.backends import create_fresh_schema, drop_schema
 
 __all__ = [
-    "DOC_GAPS",
-    "DOC_GAP_FAILURES",
     "FAST_EXAMPLES",
     "INT32_PAST",
     "SLOW_EXAMPLES",
@@ -81,18 +73,6 @@ SLOW_EXAMPLES = int(os.environ.get("BATON_FUZZ_SLOW_EXAMPLES", "200"))
 
 # service -> number of generated cases sent; printed at the end of the session (see conftest.py).
 STATS: Counter[str] = Counter()
-# (service, operation, failure, status) -> one example, for failures a target reports instead of failing.
-DOC_GAPS: dict[tuple[str, str, str, int], str] = {}
-# What a service still being finished reports instead of failing (see ``Target.report_only``): its
-# OpenAPI document lagging behind its answers, and input the schema forbids that pydantic's lax mode
-# coerces (``0`` for ``false``). Server errors and tenant-isolation breaches always fail.
-DOC_GAP_FAILURES: tuple[type, ...] = (
-    UndefinedStatusCode,
-    UndefinedContentType,
-    JsonSchemaError,
-    RejectedPositiveData,
-    AcceptedNegativeData,
-)
 
 
 def fuzz_settings(max_examples: int, *, deterministic: bool, shrink: bool = True) -> hypothesis.settings:
@@ -430,9 +410,6 @@ class Target:
     # Operations sent without a bearer token (e.g. an OAuth token endpoint, where the Authorization
     # header carries client credentials).
     anonymous_only: frozenset[str] = frozenset()
-    # Failure kinds reported instead of failed, for services whose OpenAPI document is not finished
-    # (see ``_is_doc_gap``); empty for identity and projects.
-    report_only: tuple[type, ...] = ()
     owner: dict[str, str] | None = None  # the caller of the stateful run
     snapshot: Snapshot | None = None  # restored before each stateful scenario
     roles_used: Counter[str] = field(default_factory=Counter)
@@ -466,25 +443,13 @@ class Target:
         STATS[self.service] += 1
         self.roles_used[role] += 1
         self.statuses[response.status_code] += 1
-        try:
-            case.validate_response(
-                response,
-                headers=headers,
-                additional_checks=[*self.checks, self.acceptance],
-                excluded_checks=[positive_data_acceptance],
-                transport_kwargs={"app": self.app, "headers": dict(headers or {})},
-            )
-        except FailureGroup as group:
-            if not all(self._is_doc_gap(failure, response) for failure in group.exceptions):
-                raise
-            for failure in group.exceptions:
-                key = (
-                    self.service,
-                    case.operation.label,
-                    f"{failure.code} {failure.title}",
-                    response.status_code,
-                )
-                DOC_GAPS.setdefault(key, describe_failure(case, response, failure))
+        case.validate_response(
+            response,
+            headers=headers,
+            additional_checks=[*self.checks, self.acceptance],
+            excluded_checks=[positive_data_acceptance],
+            transport_kwargs={"app": self.app, "headers": dict(headers or {})},
+        )
         return response
 
     def probe_edges(self, case: Any, data: st.DataObject) -> None:
@@ -520,17 +485,6 @@ class Target:
         assert not failures, "An edge value in one field of a valid request is a server error:\n" + "\n".join(
             failures
         )
-
-    def _is_doc_gap(self, failure: Any, response: Any) -> bool:
-        """A failure ``report_only`` lists for this service: the OpenAPI document lags behind the answers
-        (undocumented status or media type, a problem body against FastAPI's default 422 schema, a business
-        rule the request schema does not state, a coerced type). Reported at the end of the session."""
-        if isinstance(failure, JsonSchemaError):
-            return (
-                JsonSchemaError in self.report_only
-                and "problem+json" in response.headers.get("content-type", [""])[0]
-            )
-        return type(failure) in self.report_only
 
     def _steer(self, case: Any, data: st.DataObject, *, always: bool = False) -> None:
         """Replace ids by known ones, each half of the time (``always``: every time); only in components
