@@ -89,7 +89,20 @@ def resources(r: tuple[str, str, str, str]) -> dict[str, Any]:
     return {"requests": {"cpu": r[0], "memory": r[1]}, "limits": {"cpu": r[2], "memory": r[3]}}
 
 
+def db_env(secret: str) -> list[dict[str, Any]]:
+    """``BATON_DATABASE_URL`` for the role whose credentials ``secret`` (kubernetes.io/basic-auth) holds."""
+    return [
+        {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+        {
+            "name": "BATON_DATABASE_URL",
+            "value": f"postgresql://$(DB_USER):$(DB_PASSWORD)@{DB_HOST}:5432/baton",
+        },
+    ]
+
+
 def env_from(s: Svc) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The environment of the service's own processes: they connect as its runtime role."""
     env: list[dict[str, Any]] = [
         {
             "name": "BATON_SECRET_KEY",
@@ -97,16 +110,18 @@ def env_from(s: Svc) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         }
     ]
     if s.database:
-        secret = f"baton-db-{s.name}"
-        env += [
-            {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}},
-            {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
-            {
-                "name": "BATON_DATABASE_URL",
-                "value": f"postgresql://$(DB_USER):$(DB_PASSWORD)@{DB_HOST}:5432/baton",
-            },
-        ]
+        env += db_env(f"baton-db-{s.name}")
     return env, [{"configMapRef": {"name": f"{s.name}-config"}}]
+
+
+def migrate_env(s: Svc) -> list[dict[str, Any]]:
+    """The migration's: the owner role's credentials, and the runtime role's name (granted its share)."""
+    runtime = {"secretKeyRef": {"name": f"baton-db-{s.name}", "key": "username"}}
+    return [
+        *db_env(f"baton-db-{s.name}-owner"),
+        {"name": "BATON_DATABASE_RUNTIME_ROLE", "valueFrom": runtime},
+        {"name": "BATON_SERVICE", "value": s.name},
+    ]
 
 
 def container(s: Svc, component: str, command: list[str]) -> dict[str, Any]:
@@ -190,16 +205,16 @@ def deployment(s: Svc, component: str) -> dict[str, Any]:
         ],
     }
     if component == "api" and s.database:
-        env, env_refs = env_from(s)
         pod["initContainers"] = [
             {
                 "name": "migrate",
                 "image": IMAGE.format(service=s.name),
                 "imagePullPolicy": "IfNotPresent",
                 # Advisory-locked and idempotent: replicas starting together queue, then find nothing to do.
+                # Runs as the owner role; the API and worker containers never see its credentials.
                 "command": ["python", "-m", "shared.migrations"],
-                "env": [*env, {"name": "BATON_SERVICE", "value": s.name}],
-                "envFrom": env_refs,
+                "env": migrate_env(s),
+                "envFrom": [{"configMapRef": {"name": f"{s.name}-config"}}],
                 "resources": resources(("50m", "128Mi", "500m", "256Mi")),
                 "securityContext": security_context(),
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],

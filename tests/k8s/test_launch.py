@@ -1,11 +1,14 @@
 """The manifests describe processes that really start: each Deployment's command, args and environment
 (ConfigMap + Secret references) are launched against the test Postgres and NATS, and the readiness probe
-path must answer 200. Also: the variables the manifests set are exactly ones the services read."""
+path must answer 200. The database is prepared the way the CloudNativePG cluster is (its bootstrap SQL and
+managed roles), so the init containers migrate as the owner roles and the services run as the runtime
+roles. Also: the variables the manifests set are exactly ones the services read."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import re
 import secrets
@@ -17,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from shared.embedded import free_port
 from shared.settings import settings_env_vars
@@ -29,7 +33,9 @@ NOT_SETTINGS = {
     "DB_USER": "expanded into BATON_DATABASE_URL by Kubernetes",
     "DB_PASSWORD": "expanded into BATON_DATABASE_URL by Kubernetes",
     "BATON_SERVICE": "names the schema for `python -m shared.migrations`",
+    "BATON_DATABASE_RUNTIME_ROLE": "the role `python -m shared.migrations` grants the service's share to",
 }
+PASSWORD = secrets.token_hex(16)  # every role's, as the Secrets would hold them
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +78,26 @@ def _resolve(value: str, env: dict[str, str], subs: dict[str, str]) -> str:
     return value
 
 
-def launch_env(objects, container, subs: dict[str, str], db_user: str) -> dict[str, str]:
-    secret_values = {"DB_USER": db_user, "DB_PASSWORD": "", "BATON_SECRET_KEY": secrets.token_urlsafe(32)}
+def cluster_secrets() -> dict[tuple[str, str], str]:
+    """What the Secrets of docs/operations.md hold: (secret, key) -> value."""
+    values = {("baton-platform", "secret-key"): secrets.token_urlsafe(32)}
+    cluster = yaml.safe_load((ROOT / "k8s/platform/postgres-cluster.yaml").read_text())
+    for role in cluster["spec"]["managed"]["roles"]:
+        secret = role["passwordSecret"]["name"]
+        values[(secret, "username")] = role["name"]
+        values[(secret, "password")] = PASSWORD
+    return values
+
+
+def launch_env(objects, container, subs: dict[str, str], secret_values) -> dict[str, str]:
+    refs = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
     for name, value in container_env(objects, container).items():
-        env[name] = secret_values[name] if value is None else _resolve(value, env, subs)
+        env[name] = secret_values[refs[name]] if value is None else _resolve(value, env, subs)
     return env
 
 
@@ -95,24 +116,41 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.
 
 
 _CREATE_DB = """
-import asyncio, sys, asyncpg
-async def main(url, name):
+import asyncio, json, sys, asyncpg
+async def main(url, name, statements):
     conn = await asyncpg.connect(url)
     await conn.execute(f"CREATE DATABASE {name}")
     await conn.close()
     conn = await asyncpg.connect(url.rsplit("/", 1)[0] + "/" + name)
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    for statement in json.loads(statements):
+        await conn.execute(statement)
     await conn.close()
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
 """
+
+
+def cluster_setup(database: str) -> list[str]:
+    """The cluster's bootstrap SQL (on ``database`` instead of ``baton``), then what the operator does for
+    the managed roles: passwords from the Secrets, memberships."""
+    cluster = yaml.safe_load((ROOT / "k8s/platform/postgres-cluster.yaml").read_text())
+    statements = [
+        sql.replace("DATABASE baton ", f"DATABASE {database} ")
+        for sql in cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"]
+    ]
+    for role in cluster["spec"]["managed"]["roles"]:
+        statements.append(f"ALTER ROLE {role['name']} LOGIN PASSWORD '{PASSWORD}'")
+        statements += [f"GRANT {other} TO {role['name']}" for other in role.get("inRoles", [])]
+    return statements
 
 
 @pytest.fixture(scope="module")
 def launch_database(database_url) -> str:
-    """A database of its own: the launched services use their real schema names."""
+    """A database of its own, set up like the cluster's: the launched services use their real schema names
+    and roles."""
     name = f"k8s_{secrets.token_hex(4)}"
+    statements = json.dumps(cluster_setup(name))
     # in a child process: this sync fixture must not disturb the session's event loop
-    subprocess.run([sys.executable, "-c", _CREATE_DB, database_url, name], check=True)
+    subprocess.run([sys.executable, "-c", _CREATE_DB, database_url, name, statements], check=True)
     return name
 
 
@@ -136,7 +174,7 @@ def test_each_deployment_starts_and_turns_ready(manifests, postgres, nats, launc
         "nats://nats:4222": nats.url,
         "http://identity:8000": f"http://127.0.0.1:{identity_port}",
     }
-    db_user = postgres.url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[0]
+    secret_values = cluster_secrets()
     deployments = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Deployment"}
     procs: list[subprocess.Popen] = []
     checked = []
@@ -148,14 +186,14 @@ def test_each_deployment_starts_and_turns_ready(manifests, postgres, nats, launc
                     continue
                 spec = d["spec"]["template"]["spec"]
                 for init in spec.get("initContainers", []):
-                    env = launch_env(manifests, init, subs, db_user)
+                    env = launch_env(manifests, init, subs, secret_values)
                     env["BATON_MIGRATIONS_DIR"] = str(ROOT / "services" / service / "migrations")
                     res = subprocess.run(
                         local_argv(init["command"]), env=env, capture_output=True, text=True, cwd=tmp_path
                     )
                     assert res.returncode == 0, res.stderr[-3000:]
                 c = spec["containers"][0]
-                env = launch_env(manifests, c, subs, db_user)
+                env = launch_env(manifests, c, subs, secret_values)
                 port = identity_port if (service, component) == ("identity", "api") else free_port()
                 probe = c["readinessProbe"]["httpGet"]
                 named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}

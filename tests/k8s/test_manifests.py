@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ["dev", "prod"]
 OLDEST, NEWEST = "1.25.0", "1.37.0"
 # Secrets the cluster operator creates (docs/operations.md); manifests reference them, git never holds them.
+DATABASE_SERVICES = ("identity", "projects", "documents", "workflows", "audit")
 EXTERNAL_SECRETS = {"baton-platform"} | {
-    f"baton-db-{s}" for s in ("identity", "projects", "documents", "workflows", "audit")
+    name for s in DATABASE_SERVICES for name in (f"baton-db-{s}", f"baton-db-{s}-owner")
 }
 
 
@@ -69,8 +70,16 @@ def test_platform_files_parse():
     assert cluster["spec"]["instances"] == 3
     sql = " ".join(cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"])
     assert "CREATE EXTENSION IF NOT EXISTS vector" in sql
-    roles = {r["name"] for r in cluster["spec"]["managed"]["roles"]}
-    assert roles == {f"baton_{s}" for s in ("identity", "projects", "documents", "workflows", "audit")}
+    roles = {r["name"]: r for r in cluster["spec"]["managed"]["roles"]}
+    assert roles.keys() == {name for s in DATABASE_SERVICES for name in (f"baton_{s}", f"baton_{s}_owner")}
+    for s in DATABASE_SERVICES:
+        assert roles[f"baton_{s}"]["passwordSecret"]["name"] == f"baton-db-{s}"
+        assert roles[f"baton_{s}_owner"]["passwordSecret"]["name"] == f"baton-db-{s}-owner"
+    # Only documents' runtime role is (for now) a member of its owner role: it creates partitions at run time.
+    assert {name for name, r in roles.items() if r.get("inRoles")} == {"baton_documents"}
+    assert roles["baton_documents"]["inRoles"] == ["baton_documents_owner"]
+    # The schemas belong to the owner roles.
+    assert "CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', s, 'baton_' || s || '_owner'" in sql
     nats = yaml.safe_load((ROOT / "k8s/platform/nats-values.yaml").read_text())
     assert nats["config"]["cluster"]["replicas"] == 3
     assert nats["config"]["jetstream"]["fileStore"]["enabled"] is True
@@ -120,6 +129,34 @@ def test_references_exist(objects):
                 if secret:
                     assert secret["name"] in EXTERNAL_SECRETS
     assert not by_kind(objects, "Secret"), "secret values never live in git"
+
+
+def _secret_refs(container) -> dict[str, tuple[str, str]]:
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def test_migrations_run_as_the_owner_role_and_services_as_the_runtime_role(objects):
+    migrating = set()
+    for d in by_kind(objects, "Deployment"):
+        service = d["metadata"]["labels"]["app.kubernetes.io/name"]
+        spec = d["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []):
+            refs = _secret_refs(c)
+            assert refs["DB_USER"] == (f"baton-db-{service}-owner", "username"), d["metadata"]["name"]
+            assert refs["DB_PASSWORD"] == (f"baton-db-{service}-owner", "password"), d["metadata"]["name"]
+            assert refs["BATON_DATABASE_RUNTIME_ROLE"] == (f"baton-db-{service}", "username")
+            assert "BATON_SECRET_KEY" not in refs
+            migrating.add(service)
+        for c in spec["containers"]:
+            refs = _secret_refs(c)
+            assert not any(name.endswith("-owner") for name, _ in refs.values()), d["metadata"]["name"]
+            if service in DATABASE_SERVICES:
+                assert refs["DB_USER"] == (f"baton-db-{service}", "username"), d["metadata"]["name"]
+    assert migrating == set(DATABASE_SERVICES)
 
 
 def test_every_container_is_hardened(objects):

@@ -228,7 +228,7 @@ def platform(request: pytest.FixtureRequest, database_url: str, nats_url: str) -
         echo=lambda line: print(f"[stack] {line}"),
         replicas=REPLICAS,
     )
-    roles = [stack.role(s) for s in SERVICES if s.uses_database]
+    roles = [r for s in SERVICES if s.uses_database for r in (stack.role(s), stack.owner_role(s))]
     started = time.monotonic()
     asyncio.run(_create_database(database_url, database))
     asyncio.run(_clean_jetstream(nats_url))

@@ -31,7 +31,7 @@ async def audit_schema(fresh_schema, database_url) -> AsyncIterator[tuple[str, A
         await conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
     finally:
         await conn.close()
-    await upgrade(database_url, MIGRATIONS, schema)
+    await upgrade(database_url, MIGRATIONS, schema, runtime_role=role)
     yield schema, engine
     conn = await asyncpg.connect(pg_dsn(database_url))
     try:

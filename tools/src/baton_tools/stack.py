@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,10 @@ class Service:
     name: str
     port: int
     uses_database: bool = True
+    # Still creates and drops tables at run time (documents' per-client partitions of its search index,
+    # ``documents.index.partitions``): its runtime role is made a member of its owner role until that DDL
+    # goes through SECURITY DEFINER functions owned by the owner.
+    runtime_ddl: bool = False
 
     @property
     def installed(self) -> bool:
@@ -48,7 +52,7 @@ class Service:
 SERVICES = (
     Service("identity", 8001),
     Service("projects", 8002),
-    Service("documents", 8003),
+    Service("documents", 8003, runtime_ddl=True),
     Service("workflows", 8004),
     Service("audit", 8005),
     Service("gateway", 8000, uses_database=False),
@@ -102,7 +106,8 @@ class Stack:
         path = self.home / "secrets.json"
         data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
         changed = False
-        for key in ["secret_key", *(f"db_{s.name}" for s in SERVICES if s.uses_database)]:
+        roles = [key for s in SERVICES if s.uses_database for key in (f"db_{s.name}", f"db_{s.name}_owner")]
+        for key in ["secret_key", *roles]:
             if key not in data:
                 data[key] = secrets.token_urlsafe(32)
                 changed = True
@@ -166,57 +171,78 @@ class Stack:
 
     # -- database roles, schemas, migrations --
     def role(self, service: Service) -> str:
+        """The runtime role: what the service connects as (DML on its schema's tables, no DDL)."""
         return f"{self.role_prefix}{service.name}"
 
-    def service_url(self, service: Service) -> str:
-        base = self.superuser_url()
-        password = self.secrets()[f"db_{service.name}"]
-        scheme, rest = base.split("://", 1)
+    def owner_role(self, service: Service) -> str:
+        """Owns the service's schema and everything in it; used only to run its migrations."""
+        return f"{self.role_prefix}{service.name}_owner"
+
+    def _url(self, role: str, password: str) -> str:
+        scheme, rest = self.superuser_url().split("://", 1)
         hostpart = rest.split("@", 1)[-1]
-        return f"{scheme}://{self.role(service)}:{password}@{hostpart}"
+        return f"{scheme}://{role}:{password}@{hostpart}"
+
+    def service_url(self, service: Service) -> str:
+        return self._url(self.role(service), self.secrets()[f"db_{service.name}"])
+
+    def owner_url(self, service: Service) -> str:
+        return self._url(self.owner_role(service), self.secrets()[f"db_{service.name}_owner"])
 
     async def provision(self, services: list[Service]) -> None:
-        """One role per service that can reach only its own schema; pgvector in ``public`` for all."""
+        """Two roles per service, an owner and a runtime role, that reach only the service's own schema
+        (owned by the owner); pgvector in ``public`` for all.
+
+        A ``.baton/`` from before the owner roles has schemas owned by the runtime roles: their objects are
+        handed to the owner role once (``REASSIGN OWNED``), and the owner gets back the privileges the old
+        migrations had made it revoke from itself.
+        """
         conn = await asyncpg.connect(self.superuser_url().replace("postgresql+asyncpg://", "postgresql://"))
         try:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
             await conn.execute(f"REVOKE ALL ON DATABASE {self.database} FROM PUBLIC")
+            secrets_ = self.secrets()
             for service in services:
-                role, password = self.role(service), self.secrets()[f"db_{service.name}"]
-                exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
-                verb = "ALTER" if exists else "CREATE"
-                await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'")
-                await conn.execute(f"GRANT CONNECT ON DATABASE {self.database} TO {role}")
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {service.name} AUTHORIZATION {role}")
-                await conn.execute(f"ALTER ROLE {role} SET search_path = {service.name}, public")
-                await conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+                owner, runtime = self.owner_role(service), self.role(service)
+                for role, password in (
+                    (owner, secrets_[f"db_{service.name}_owner"]),
+                    (runtime, secrets_[f"db_{service.name}"]),
+                ):
+                    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+                    verb = "ALTER" if exists else "CREATE"
+                    await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'")
+                    await conn.execute(f"GRANT CONNECT ON DATABASE {self.database} TO {role}")
+                    await conn.execute(f"ALTER ROLE {role} SET search_path = {service.name}, public")
+                    await conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+                schema_owner = await conn.fetchval(
+                    "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1", service.name
+                )
+                if schema_owner is None:
+                    await conn.execute(f"CREATE SCHEMA {service.name} AUTHORIZATION {owner}")
+                elif schema_owner == runtime:
+                    self.echo(f"database: {service.name}'s objects now belong to {owner}")
+                    await conn.execute(f"REASSIGN OWNED BY {runtime} TO {owner}")
+                    await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {service.name} TO {owner}")
+                elif schema_owner != owner:
+                    raise RuntimeError(f"schema {service.name} belongs to {schema_owner}, not {owner}")
+                member = await conn.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", runtime, owner)
+                if service.runtime_ddl and not member:
+                    await conn.execute(f"GRANT {owner} TO {runtime}")
+                elif member and not service.runtime_ddl:
+                    await conn.execute(f"REVOKE {owner} FROM {runtime}")
         finally:
             await conn.close()
 
     async def migrate(self, services: list[Service]) -> None:
+        """Each service's migrations, run as its owner role; its runtime role is granted its share after."""
         await self.provision(services)
         for service in services:
             location = service.migrations_dir(self.repo)
             if not (location / "env.py").exists():
                 continue
-            # ``upgrade`` runs ``CREATE SCHEMA IF NOT EXISTS``, which Postgres refuses without CREATE on the
-            # database even when the schema exists: granted for the migration only, then taken back.
-            async with self._database_create_grant(service):
-                await upgrade(self.service_url(service), location, service.name)
+            await upgrade(self.owner_url(service), location, service.name, runtime_role=self.role(service))
             self.echo(f"migrations: {service.name} up to date")
-
-    @contextlib.asynccontextmanager
-    async def _database_create_grant(self, service: Service) -> AsyncIterator[None]:
-        conn = await asyncpg.connect(self.superuser_url().replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            await conn.execute(f"GRANT CREATE ON DATABASE {self.database} TO {self.role(service)}")
-            try:
-                yield
-            finally:
-                await conn.execute(f"REVOKE CREATE ON DATABASE {self.database} FROM {self.role(service)}")
-        finally:
-            await conn.close()
 
     # -- processes --
     def environment(self, service: Service, replica: int = 0) -> dict[str, str]:

@@ -5,8 +5,16 @@ A service's ``migrations/env.py`` is two lines::
     from shared.migrations import run_env
     run_env()
 
-and ``upgrade(script_location, url, schema)`` applies them (the runner, the migration Job and tests use it).
-Concurrent runs are safe: the upgrade holds a transaction-scoped advisory lock named after the schema.
+and ``upgrade(url, script_location, schema, runtime_role=...)`` applies them (the runner, the migration init
+container and tests use it). Concurrent runs are safe: the upgrade holds a transaction-scoped advisory lock
+named after the schema.
+
+Two roles per service: the owner (owns the schema and every object in it, runs the migrations) and the
+runtime role the service connects as. After the migrations, in the same transaction, the runtime role gets
+USAGE on the schema and DML on its tables, sequences and functions, never CREATE or ownership; then, when
+the schema defines ``baton_restrict_runtime(role name)``, that function takes back what the service's
+runtime role must not have (the audit log's append-only tables, for instance). Migrations can read the
+runtime role's name from ``context.config.attributes["runtime_role"]`` (``None`` when not given).
 """
 
 from __future__ import annotations
@@ -24,21 +32,37 @@ from sqlalchemy.pool import NullPool
 
 from shared.db import to_asyncpg_url
 
-__all__ = ["alembic_config", "current_revision", "run_env", "upgrade", "upgrade_sync"]
+__all__ = [
+    "RESTRICT_FUNCTION",
+    "alembic_config",
+    "current_revision",
+    "grant_runtime",
+    "run_env",
+    "upgrade",
+    "upgrade_sync",
+]
 
-_SAFE_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESTRICT_FUNCTION = "baton_restrict_runtime"
 
 
 def _check_schema(schema: str) -> str:
-    if not _SAFE_SCHEMA.match(schema):
+    if not _SAFE_NAME.match(schema):
         raise ValueError(f"not a valid schema name: {schema!r}")
     return schema
 
 
-def alembic_config(script_location: str | Path, schema: str) -> Config:
+def _check_role(role: str) -> str:
+    if not _SAFE_NAME.match(role):
+        raise ValueError(f"not a valid role name: {role!r}")
+    return role
+
+
+def alembic_config(script_location: str | Path, schema: str, runtime_role: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location))
     cfg.attributes["schema"] = _check_schema(schema)
+    cfg.attributes["runtime_role"] = None if runtime_role is None else _check_role(runtime_role)
     return cfg
 
 
@@ -62,24 +86,72 @@ def run_env() -> None:
 
 
 def upgrade_sync(
-    connection: Connection, script_location: str | Path, schema: str, revision: str = "head"
+    connection: Connection,
+    script_location: str | Path,
+    schema: str,
+    revision: str = "head",
+    *,
+    runtime_role: str | None = None,
 ) -> None:
     schema = _check_schema(schema)
+    role = None if runtime_role is None else _check_role(runtime_role)
     # Two migration runs at once (two Jobs, two replicas' init containers) queue here instead of racing.
     connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"baton-migrate-{schema}"})
-    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    owner = connection.scalar(
+        text("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+    )
+    if owner is None:
+        # Only when missing: Postgres checks CREATE on the database before IF NOT EXISTS, and the owner
+        # role of a provisioned schema has no CREATE on the database.
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    elif role is not None and owner == role:
+        raise RuntimeError(
+            f"schema {schema} is owned by {role}, the runtime role: the owner role must own it "
+            f"(once, as a superuser: REASSIGN OWNED BY {role} TO <owner>; see docs/operations.md)"
+        )
     connection.execute(text(f'SET LOCAL search_path TO "{schema}", public'))
-    cfg = alembic_config(script_location, schema)
+    cfg = alembic_config(script_location, schema, role)
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)
+    if role is not None:
+        grant_runtime(connection, schema, role)
 
 
-async def upgrade(url: str, script_location: str | Path, schema: str, revision: str = "head") -> None:
-    """Apply a service's migrations to ``schema`` in one transaction."""
+def grant_runtime(connection: Connection, schema: str, role: str) -> None:
+    """What the runtime role may do in ``schema``, granted again after every upgrade (new tables included).
+
+    GRANT and REVOKE are idempotent; the service's ``baton_restrict_runtime`` runs last so what it takes
+    back stays taken back.
+    """
+    s, r = _check_schema(schema), _check_role(role)
+    for statement in (
+        f'GRANT USAGE ON SCHEMA "{s}" TO "{r}"',
+        f'REVOKE CREATE ON SCHEMA "{s}" FROM "{r}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{s}" TO "{r}"',
+        f'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "{s}" TO "{r}"',
+        f'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "{s}" TO "{r}"',
+    ):
+        connection.execute(text(statement))
+    restrict = f'"{s}".{RESTRICT_FUNCTION}(name)'
+    if connection.scalar(text("SELECT to_regprocedure(:f) IS NOT NULL"), {"f": restrict}):
+        connection.execute(text(f'SELECT "{s}".{RESTRICT_FUNCTION}(CAST(:r AS name))'), {"r": r})
+
+
+async def upgrade(
+    url: str,
+    script_location: str | Path,
+    schema: str,
+    revision: str = "head",
+    *,
+    runtime_role: str | None = None,
+) -> None:
+    """Apply a service's migrations to ``schema`` in one transaction, then grant ``runtime_role`` its share."""
     engine = create_async_engine(to_asyncpg_url(url), poolclass=NullPool)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(upgrade_sync, script_location, schema, revision)
+            await conn.run_sync(
+                lambda sync: upgrade_sync(sync, script_location, schema, revision, runtime_role=runtime_role)
+            )
     finally:
         await engine.dispose()
 
@@ -102,7 +174,8 @@ async def current_revision(url: str, schema: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m shared.migrations``: what the Kubernetes init container and ``make migrate`` run.
 
-    Reads ``BATON_DATABASE_URL``, ``BATON_SERVICE`` (schema) and ``BATON_MIGRATIONS_DIR`` unless given.
+    Reads ``BATON_DATABASE_URL`` (the owner role's), ``BATON_SERVICE`` (schema), ``BATON_MIGRATIONS_DIR``
+    and ``BATON_DATABASE_RUNTIME_ROLE`` unless given.
     """
     import argparse
     import asyncio
@@ -115,10 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=os.environ.get("BATON_MIGRATIONS_DIR"))
     parser.add_argument("--url", default=os.environ.get("BATON_DATABASE_URL"))
     parser.add_argument("--revision", default="head")
+    parser.add_argument(
+        "--runtime-role",
+        default=os.environ.get("BATON_DATABASE_RUNTIME_ROLE") or None,
+        help="the role the service connects as; granted its privileges after the upgrade",
+    )
     args = parser.parse_args(argv)
     if not (args.schema and args.dir and args.url):
         parser.error("schema, migrations dir and database URL are required")
-    asyncio.run(upgrade(args.url, args.dir, args.schema, args.revision))
+    asyncio.run(upgrade(args.url, args.dir, args.schema, args.revision, runtime_role=args.runtime_role))
     return 0
 
 

@@ -1,10 +1,10 @@
 """The audit log: chains, month-partitioned entries, keys, checkpoints, producers; append-only rules.
 
 Append-only is enforced twice: a trigger refuses UPDATE, DELETE and TRUNCATE on entries and checkpoints
-(and DELETE on entry_keys outside the retention function), and the service's runtime role
-``baton_<schema>`` (created by the platform runner; these statements are skipped when it does not exist)
-gets only SELECT and INSERT on them. Partitions are created and dropped by two SECURITY DEFINER functions,
-the only path by which the runtime role can change the log's structure.
+(and DELETE on entry_keys outside the retention function), and the service's runtime role gets only SELECT
+and INSERT on them (revision 0002's ``baton_restrict_runtime``, run by ``shared.migrations.upgrade``).
+Partitions are created and dropped by two SECURITY DEFINER functions owned by the owner role, the only path
+by which the runtime role can change the log's structure.
 
 Revision ID: 0001
 Revises:
@@ -32,7 +32,6 @@ def _schema() -> str:
 
 def upgrade() -> None:
     schema = _schema()
-    role = f"baton_{schema}"
     tz = sa.DateTime(timezone=True)
     # outbox (checkpoint events), outbox_state, inbox, dead_letters.
     create_messaging_tables(op.get_bind())
@@ -210,25 +209,6 @@ def upgrade() -> None:
     )
     op.execute("REVOKE ALL ON FUNCTION audit_ensure_partition(timestamptz) FROM PUBLIC")
     op.execute("REVOKE ALL ON FUNCTION audit_drop_partition(text) FROM PUBLIC")
-
-    op.execute(
-        f"""
-        DO $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-                GRANT USAGE ON SCHEMA "{schema}" TO "{role}";
-                REVOKE ALL ON entries, entry_keys, checkpoints, chains, producers FROM "{role}";
-                GRANT SELECT, INSERT ON entries, entry_keys, checkpoints TO "{role}";
-                GRANT SELECT, INSERT, UPDATE ON chains, producers TO "{role}";
-                GRANT SELECT ON alembic_version TO "{role}";
-                GRANT SELECT, INSERT, UPDATE, DELETE ON outbox, outbox_state, inbox, dead_letters
-                    TO "{role}";
-                GRANT EXECUTE ON FUNCTION audit_ensure_partition(timestamptz) TO "{role}";
-                GRANT EXECUTE ON FUNCTION audit_drop_partition(text) TO "{role}";
-            END IF;
-        END $$
-        """
-    )
 
 
 def downgrade() -> None:
