@@ -19,6 +19,7 @@ __all__ = [
     "JSON_INTEGER",
     "MAX_PAGE_LIMIT",
     "PROBLEM_SCHEMA",
+    "WHITE_SPACE",
     "LimitParam",
     "Page",
     "SessionDep",
@@ -65,6 +66,11 @@ def _json_integer(value: object) -> object:
         raise ValueError("must be a JSON number")
     return value
 
+
+# Unicode White_Space, spelled out for patterns: what pydantic's ``strip_whitespace`` removes. ``\s``
+# reads differently in JSON Schema (ECMA-262: no U+0085, but U+FEFF) and in Python (U+001C-U+001F too),
+# so a documented pattern that says "not blank" names these characters instead: ``[^{WHITE_SPACE}]``.
+WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 # The last metadata of an ``int`` field of a JSON body, after its ``Field`` constraints (placed before
 # them, it would hide ``ge``/``le`` from the JSON schema): ``Annotated[int, Field(ge=1), JSON_INTEGER]``.

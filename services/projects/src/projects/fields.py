@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.http import WHITE_SPACE
+
 __all__ = [
     "MAX_METADATA_BYTES",
     "Description",
@@ -44,12 +46,13 @@ def _text(value: str) -> str:
     return value
 
 
-# Documented with a ``\S`` pattern: surrounding whitespace is stripped, so a blank name is too short.
+# Documented as "some character that is not white space": surrounding white space is stripped, so a blank
+# name is too short.
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_single_line),
-    Field(json_schema_extra={"pattern": r"\S"}),
+    Field(json_schema_extra={"pattern": f"[^{WHITE_SPACE}]"}),
 ]
 ShortText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_single_line)

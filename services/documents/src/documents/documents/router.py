@@ -234,7 +234,9 @@ async def get_document(
 
 
 @router.patch(
-    "/documents/{document_id}", response_model=DocumentRead, responses=problems(400, 401, 403, 404, 412, 413, 422)
+    "/documents/{document_id}",
+    response_model=DocumentRead,
+    responses=problems(400, 401, 403, 404, 412, 413, 422),
 )
 async def update_document(
     document_id: uuid.UUID,

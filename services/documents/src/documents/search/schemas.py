@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from documents.documents.schemas import DocumentKind
-from shared.http import JSON_INTEGER
+from shared.http import JSON_INTEGER, WHITE_SPACE
 
 __all__ = [
     "MAX_QUERY_CHARS",
@@ -23,10 +23,8 @@ __all__ = [
 
 MAX_QUERY_CHARS = 1000
 SearchMode = Literal["hybrid", "semantic", "keyword"]
-# Something to search for besides white space (Unicode White_Space, spelled out: JSON Schema's ``\s`` and
-# Python's differ), and no NUL (Postgres text cannot hold it).
-_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-QUERY_PATTERN = f"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+# Something to search for besides white space, and no NUL (Postgres text cannot hold it).
+QUERY_PATTERN = f"^[^\x00]*[^\x00{WHITE_SPACE}][^\x00]*$"
 
 
 class SearchRequest(BaseModel):

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.http import WHITE_SPACE
+
 __all__ = [
     "AGENT_SCOPES",
     "AgentCreate",
@@ -34,7 +36,7 @@ BmadRole = Literal["analyst", "pm", "architect", "po", "sm", "dev", "qa", "ux-ex
 AgentName = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"
+        strip_whitespace=True, min_length=1, max_length=200, pattern=f"^[^\x00]*[^\x00{WHITE_SPACE}][^\x00]*$"
     ),
 ]
 

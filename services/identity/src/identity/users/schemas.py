@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from identity.users.passwords import check_password_rules
+from shared.http import WHITE_SPACE
 
 __all__ = [
     "DisplayName",
@@ -38,7 +39,7 @@ NewPassword = Annotated[str, Field(max_length=1024), AfterValidator(check_passwo
 DisplayName = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$"
+        strip_whitespace=True, min_length=1, max_length=200, pattern=f"^[^\x00]*[^\x00{WHITE_SPACE}][^\x00]*$"
     ),
 ]
 

@@ -9,15 +9,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from projects.fields import Metadata, Name, Patch, ShortText, Slug
+from shared.http import WHITE_SPACE
 
 __all__ = ["ClientCreate", "ClientRead", "ClientStatus", "ClientUpdate", "Contact"]
 
 ClientStatus = Literal["active", "archived"]
+# Exactly what the patterns say (nothing stripped first, so no white space around or inside an email).
+_NOT_IN_EMAIL = f"@{WHITE_SPACE}\x00-\x1f"
 Email = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+$"),
+    str, StringConstraints(max_length=254, pattern=f"^[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}]+$")
 ]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50, pattern=r"^[0-9+()./ -]*$")]
+Phone = Annotated[str, StringConstraints(max_length=50, pattern=r"^[0-9+()./ -]*$")]
 
 
 class Contact(BaseModel):
