@@ -17,6 +17,7 @@ help:
 	@echo "make migrate  create schemas/roles and apply every service's migrations"
 	@echo "make docs     generate the event catalog (AsyncAPI + JSON Schemas) under docs/events/"
 	@echo "make bench    run the benchmarks under bench/"
+	@echo "make soak     the journey at a fixed rate for 30 min, memory watched (BATON_SOAK_SECONDS, BATON_SOAK_RATE)"
 	@echo "make clean    remove .baton/ (local data), caches and the virtualenv"
 
 .tools/bin/uv:
@@ -36,10 +37,14 @@ migrate: setup
 	$(RUN) baton migrate
 
 test: setup
-	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) pytest -m "not slow and not soak" $(PYTEST_ARGS)
 
 test-system: setup
-	$(RUN) pytest -m slow $(PYTEST_ARGS)
+	$(RUN) pytest -m "slow and not soak" $(PYTEST_ARGS)
+
+# The journey at BATON_SOAK_RATE actions/s for BATON_SOAK_SECONDS (default 1800), memory watched; not in CI.
+soak: setup
+	$(RUN) pytest -m soak tests/system/test_soak.py $(PYTEST_ARGS)
 
 lint: setup
 	$(RUN) ruff check .
