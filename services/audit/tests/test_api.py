@@ -150,6 +150,9 @@ async def test_filters_pagination_and_bounds(api, seeded, client_a):
         ({"since": "2024-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, 422),  # > 31 days
         ({"since": "2025-01-01T00:00:00"}, 422),  # no time zone
         ({"since": "yesterday"}, 422),
+        ({"since": "19"}, 422),  # not seconds since the epoch: the document says date-time
+        ({"since": "2025-01-01"}, 422),
+        ({"since": "0001-01-01T00:00:00+01:00"}, 422),  # before year 1 in UTC
         ({"cursor": "!!!"}, 400),
         ({"cursor": "eyJ4IjoxfQ"}, 400),  # decodes, but names no position
         ({"client_id": "not-a-client"}, 422),
