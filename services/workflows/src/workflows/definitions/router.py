@@ -99,10 +99,6 @@ async def get_definition(
 async def _source(request: Request) -> str:
     content_type = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
     raw = await request.body()
-    if len(raw) > MAX_SOURCE_BYTES:
-        raise ValidationFailed(
-            f"The workflow file is larger than {MAX_SOURCE_BYTES} bytes", code="invalid_workflow_definition"
-        )
     if content_type == "application/json":
         try:
             parsed = json.loads(raw)
@@ -114,6 +110,10 @@ async def _source(request: Request) -> str:
             raise ValidationFailed('Send {"source": "<yaml text>"} or the YAML itself') from exc
     if content_type not in _YAML_TYPES:
         raise UnsupportedMediaType(f"Send the workflow file as application/yaml, not {content_type}")
+    if len(raw) > MAX_SOURCE_BYTES:
+        raise ValidationFailed(
+            f"The workflow file is larger than {MAX_SOURCE_BYTES} bytes", code="invalid_workflow_definition"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -7,14 +7,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DefinitionRead", "DefinitionSummary", "DefinitionUpload", "VersionRead"]
+__all__ = ["MAX_JSON_SOURCE_CHARS", "DefinitionRead", "DefinitionSummary", "DefinitionUpload", "VersionRead"]
+
+
+# A JSON upload holds at most this many characters of YAML: escaped (up to 12 bytes a character), it
+# still fits in the request body limit (1 MiB). Larger files are sent as YAML (up to 512 KiB).
+MAX_JSON_SOURCE_CHARS = 64 * 1024
 
 
 class DefinitionUpload(BaseModel):
     """JSON form of an upload (the raw YAML body is the usual one)."""
 
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(min_length=1, max_length=512 * 1024)
+    source: str = Field(min_length=1, max_length=MAX_JSON_SOURCE_CHARS)
 
 
 class VersionRead(BaseModel):
