@@ -348,8 +348,15 @@ async def test_housekeeping_rotates_an_old_key(identity: Identity) -> None:
     assert kids == {old_kid, new_kid}
 
 
-async def test_key_rotation_refuses_a_boolean_for_seconds(identity: Identity) -> None:
+async def test_key_rotation_takes_a_json_number_of_seconds(identity: Identity) -> None:
+    headers = await identity.admin_headers()
+    for coerced in (False, "0"):
+        r = await identity.client.post(
+            "/v1/auth/keys/rotate", json={"publish_ahead_seconds": coerced}, headers=headers
+        )
+        assert r.status_code == 422, r.text
+    # 600.0 is an integer to JSON Schema, as the document says.
     r = await identity.client.post(
-        "/v1/auth/keys/rotate", json={"publish_ahead_seconds": False}, headers=await identity.admin_headers()
+        "/v1/auth/keys/rotate", json={"publish_ahead_seconds": 600.0}, headers=headers
     )
-    assert r.status_code == 422, r.text
+    assert r.status_code == 201, r.text

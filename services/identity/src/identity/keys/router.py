@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, status
 from fastapi.responses import JSONResponse
@@ -16,7 +16,7 @@ from identity.keys.repository import SigningKeyRepository
 from identity.keys.service import published_jwks, rotate_signing_key
 from identity.outbox import actor_of
 from shared.db import utcnow
-from shared.http import SessionDep, problems
+from shared.http import JSON_INTEGER, SessionDep, problems
 
 __all__ = ["router"]
 
@@ -24,10 +24,11 @@ router = APIRouter(tags=["keys"])
 
 
 class KeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # no `false` for a number of seconds
+    model_config = ConfigDict(extra="forbid")
 
     algorithm: Literal["Ed25519", "RS256"] | None = None
-    publish_ahead_seconds: int | None = Field(default=None, ge=0, le=86400)
+    # A JSON number of seconds: ``2`` or ``2.0``, never ``false`` or ``"2"``.
+    publish_ahead_seconds: Annotated[int, Field(ge=0, le=86400), JSON_INTEGER] | None = None
 
 
 class KeyRead(BaseModel):
