@@ -118,10 +118,33 @@ def load_schema(app: Any) -> Any:
     Test modules load it at import time (schemathesis makes one test per operation at collection), from
     an app built with placeholder settings; the cases are sent to the fixture's real app (``Target.app``,
     passed as ``app=`` on each call). The coverage phase is off: its boundary cases are not bounded by
-    ``max_examples`` and would take most of the time budget."""
+    ``max_examples`` and would take most of the time budget. A schema-violating body refused as too
+    large (413, before it is even parsed) counts as rejected."""
     config = SchemathesisConfig.from_dict(
         {
             "phases": {"coverage": {"enabled": False}},
+            "checks": {
+                "negative_data_rejection": {
+                    # schemathesis' default list, plus 413
+                    "expected-statuses": (
+                        [
+                            "400",
+                            "401",
+                            "403",
+                            "404",
+                            "405",
+                            "406",
+                            "409",
+                            "413",
+                            "415",
+                            "422",
+                            "428",
+                            "429",
+                            "5xx",
+                        ]
+                    )
+                }
+            },
             # Credentials come from the drawn caller (``Target.callers``), never from the generator.
             "generation": {"database": "none", "with-security-parameters": False},
         }
@@ -356,10 +379,10 @@ class PositiveDataAccepted:
     A schema-valid request may still break a business rule the OpenAPI document cannot express: an opaque
     cursor that does not decode, an ``If-Match`` naming another version, an empty PATCH, a pydantic
     validator (control characters, metadata depth).
-    Those answers are problems whose ``code`` is in ``codes``, or a 422 ``validation_failed`` whose every
-    error is a ``value_error`` (raised by a validator, not by a schema keyword), or an OAuth error of the
-    token endpoint about credentials (``oauth_errors``). Anything else - a 422 for a
-    schema keyword the document does not state, or a 400 from a parser - still fails.
+    Those answers are problems whose ``code`` is in ``codes`` (a 400, 412, 415 or 422), or a 422
+    ``validation_failed`` whose every error is a ``value_error`` (raised by a validator, not by a schema
+    keyword), or an OAuth error of the token endpoint about credentials (``oauth_errors``). Anything else -
+    a 422 for a schema keyword the document does not state, or a 400 from a parser - still fails.
     """
 
     codes: frozenset[str] = frozenset(
@@ -373,7 +396,7 @@ class PositiveDataAccepted:
     __name__ = "positive_data_acceptance"
 
     def __call__(self, ctx: Any, response: Any, case: Any) -> bool | None:
-        if response.status_code in (400, 412, 422):
+        if response.status_code in (400, 412, 415, 422):
             try:
                 body = response.json()
             except ValueError:
@@ -507,7 +530,16 @@ class Target:
             if not isinstance(container, dict) or not valid(location):
                 continue
             for name in list(container):
-                if name in self.known and isinstance(container[name], str | None):
+                if name not in self.known:
+                    continue
+                value = container[name]
+                # A list of ids (``project_ids``) becomes a list of one known id; a null one stays null
+                # (its type is a list, not an id).
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    picked = pick(name)
+                    if picked is not None:
+                        container[name] = [picked]
+                elif isinstance(value, str) or (value is None and not name.endswith("_ids")):
                     picked = pick(name)
                     if picked is not None:
                         container[name] = picked

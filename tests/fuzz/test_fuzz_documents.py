@@ -3,7 +3,8 @@
 Seeded: clients A and B with one project each (made known as the projects events would), two markdown
 documents per project, processed with the fake embedder so there are sections and search hits. Every
 2xx document, version list or search hit is replayed as B's product owner and agent
-(``TenantIsolation``).
+(``TenantIsolation``). A file part whose bytes are not Markdown, text or PDF is refused by the content
+sniffing, a rule the schema (a binary string) cannot state.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .harness import (
     FAST_EXAMPLES,
     SLOW_EXAMPLES,
     STATS,
+    PositiveDataAccepted,
     Target,
     TenantIsolation,
     bearer,
@@ -44,6 +46,9 @@ from documents.embeddings.fake import FakeHashProvider  # noqa: E402
 from documents.processing.service import Processor  # noqa: E402
 from documents.projects.handlers import ProjectEvents  # noqa: E402
 from sqlalchemy import select  # noqa: E402
+
+# An uploaded file is sniffed: empty, binary or an archive is refused whatever its part's schema says.
+CONTENT_RULES = frozenset({"empty_content", "unsupported_content"})
 
 
 def make_settings(database_url: str, schema: str) -> Settings:
@@ -204,6 +209,7 @@ def documents(documents_db: tuple[str, str, str, str, str], database_url: str) -
             callers=callers,
             known={"project_id": [pa, pb], "document_id": doc_ids, "project_ids": [pa, pb]},
             checks=[isolation],
+            acceptance=PositiveDataAccepted(codes=PositiveDataAccepted().codes | CONTENT_RULES),
         )
 
 
