@@ -1,5 +1,7 @@
-"""``make run``'s provisioning (``baton_tools.stack.Stack``): two roles per service on a fresh database, and a
-``.baton/`` from before the owner roles (schemas owned by the runtime roles) handed over to the owners once.
+"""``make run``'s provisioning (``baton_tools.stack.Stack``): two roles per service on a fresh database, a
+``.baton/`` from before the owner roles (schemas owned by the runtime roles) handed over to the owners once,
+and one from before documents' partition functions (its runtime role a member of its owner role, owning the
+partitions it created) brought back to a runtime role that is a member of nothing and owns nothing.
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ async def test_fresh_database_gets_an_owner_and_a_runtime_role_per_service(setup
         stack.role(AUDIT),
         stack.owner_role(AUDIT),
     )
-    # documents still runs partition DDL at run time; audit's runtime role is nothing but itself.
-    assert tuple(member[0]) == (True, False)
+    # No runtime role can act as its owner (documents creates partitions through definer functions).
+    assert tuple(member[0]) == (False, False)
     runtime = await asyncpg.connect(
         _plain(stack.service_url(AUDIT)), server_settings={"search_path": "audit"}
     )
@@ -151,3 +153,59 @@ async def test_a_baton_dir_from_before_the_owner_roles_is_handed_over_once(setup
     assert tuple(privileges[0]) == (True, False, True)
     rows = await setup.fetch("SELECT version_num FROM audit.alembic_version")
     assert rows[0][0] == "0002"
+
+
+async def test_a_baton_dir_where_documents_ran_ddl_is_handed_over_once(setup):
+    stack = setup.stack
+    runtime, owner = stack.role(DOCUMENTS), stack.owner_role(DOCUMENTS)
+    client = uuid.uuid4()
+    # The layout before documents' 0002: its runtime role a member of its owner role, and the partitions it
+    # created at run time its own.
+    await stack.provision([DOCUMENTS])
+    await upgrade(
+        stack.owner_url(DOCUMENTS),
+        DOCUMENTS.migrations_dir(stack.repo),
+        "documents",
+        "0001",
+        runtime_role=runtime,
+    )
+    conn = await asyncpg.connect(_plain(setup.url))
+    try:
+        await conn.execute(f"GRANT {owner} TO {runtime}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(
+        _plain(stack.service_url(DOCUMENTS)), server_settings={"search_path": "documents"}
+    )
+    try:
+        for table in ("chunks", "chunk_vectors"):
+            await conn.execute(
+                f"CREATE TABLE {table}_p_{client.hex} PARTITION OF {table} FOR VALUES IN ('{client}')"
+            )
+    finally:
+        await conn.close()
+    assert await _owned_by(setup, "documents", runtime)
+
+    await stack.migrate([DOCUMENTS])
+    await stack.migrate([DOCUMENTS])
+    assert [line for line in setup.said if runtime in line] == [
+        f"database: {runtime} is no longer a member of {owner}",
+        f"database: what {runtime} created in documents now belongs to {owner}",
+    ]
+    assert await _owned_by(setup, "documents", runtime) == []
+    rows = await setup.fetch(
+        "SELECT pg_has_role($1, $2, 'MEMBER'), (SELECT version_num FROM documents.alembic_version)",
+        runtime,
+        owner,
+    )
+    assert tuple(rows[0]) == (False, "0002")
+    conn = await asyncpg.connect(
+        _plain(stack.service_url(DOCUMENTS)), server_settings={"search_path": "documents"}
+    )
+    try:
+        await conn.execute("SELECT documents_drop_client_partitions($1)", client)
+        await conn.execute("SELECT documents_ensure_client_partitions($1)", client)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="must be owner of table"):
+            await conn.execute(f"DROP TABLE chunks_p_{client.hex}")
+    finally:
+        await conn.close()

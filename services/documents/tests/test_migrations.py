@@ -1,5 +1,6 @@
 """The Alembic migration builds exactly the schema the models describe (tables, columns, indexes,
-constraints, partitioning), re-running it is a no-op, and client partitions work on the migrated schema."""
+constraints, partitioning, the partition functions), re-running it is a no-op, and client partitions work on
+the migrated schema."""
 
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ async def _catalog(engine, schema: str) -> dict[str, object]:
             ),
             {"s": schema},
         )
+        functions = await conn.execute(
+            text(
+                "SELECT p.proname, pg_get_functiondef(p.oid), p.prosecdef, p.proconfig, p.proacl::text "
+                "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :s"
+            ),
+            {"s": schema},
+        )
         storage = await conn.execute(
             text(
                 "SELECT a.attstorage FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n "
@@ -62,6 +70,7 @@ async def _catalog(engine, schema: str) -> dict[str, object]:
             "indexes": {r[0]: clean(r[1]) for r in indexes},
             "constraints": {r[0]: clean(r[1]) for r in constraints},
             "partitioned": dict(partitioned.all()),
+            "functions": {r[0]: tuple(str(v).replace(schema, "<schema>") for v in r[1:]) for r in functions},
             "blob_storage": storage.scalar(),
         }
 
@@ -70,7 +79,7 @@ async def test_migration_matches_the_models(fresh_schema, database_url):
     schema, engine = await fresh_schema("docmig")
     await upgrade(database_url, MIGRATIONS, schema)
     await upgrade(database_url, MIGRATIONS, schema)  # idempotent
-    assert await current_revision(database_url, schema) == "0001"
+    assert await current_revision(database_url, schema) == "0002"
     migrated = await _catalog(engine, schema)
 
     model_schema, model_engine = await fresh_schema("docmod", Base.metadata)
@@ -79,6 +88,11 @@ async def test_migration_matches_the_models(fresh_schema, database_url):
     assert migrated["columns"] == from_models["columns"]
     assert migrated["constraints"] == from_models["constraints"]
     assert migrated["indexes"] == from_models["indexes"]
+    assert migrated["functions"] == from_models["functions"]
+    assert set(migrated["functions"]) == {
+        "documents_ensure_client_partitions",
+        "documents_drop_client_partitions",
+    }
     assert (
         migrated["partitioned"]
         == from_models["partitioned"]

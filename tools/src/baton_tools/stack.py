@@ -30,10 +30,6 @@ class Service:
     name: str
     port: int
     uses_database: bool = True
-    # Still creates and drops tables at run time (documents' per-client partitions of its search index,
-    # ``documents.index.partitions``): its runtime role is made a member of its owner role until that DDL
-    # goes through SECURITY DEFINER functions owned by the owner.
-    runtime_ddl: bool = False
 
     @property
     def installed(self) -> bool:
@@ -52,7 +48,7 @@ class Service:
 SERVICES = (
     Service("identity", 8001),
     Service("projects", 8002),
-    Service("documents", 8003, runtime_ddl=True),
+    Service("documents", 8003),
     Service("workflows", 8004),
     Service("audit", 8005),
     Service("gateway", 8000, uses_database=False),
@@ -195,7 +191,9 @@ class Stack:
 
         A ``.baton/`` from before the owner roles has schemas owned by the runtime roles: their objects are
         handed to the owner role once (``REASSIGN OWNED``), and the owner gets back the privileges the old
-        migrations had made it revoke from itself.
+        migrations had made it revoke from itself. One from before documents' partition functions has its
+        runtime role a member of its owner role, and partitions that role created: the membership is
+        revoked and the partitions handed to the owner, once.
         """
         conn = await asyncpg.connect(self.superuser_url().replace("postgresql+asyncpg://", "postgresql://"))
         try:
@@ -226,11 +224,17 @@ class Stack:
                     await conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {service.name} TO {owner}")
                 elif schema_owner != owner:
                     raise RuntimeError(f"schema {service.name} belongs to {schema_owner}, not {owner}")
-                member = await conn.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", runtime, owner)
-                if service.runtime_ddl and not member:
-                    await conn.execute(f"GRANT {owner} TO {runtime}")
-                elif member and not service.runtime_ddl:
+                if await conn.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", runtime, owner):
+                    self.echo(f"database: {runtime} is no longer a member of {owner}")
                     await conn.execute(f"REVOKE {owner} FROM {runtime}")
+                if await conn.fetchval(
+                    "SELECT EXISTS (SELECT FROM pg_class WHERE relnamespace = $1::regnamespace "
+                    "AND relowner = $2::regrole)",
+                    service.name,
+                    runtime,
+                ):
+                    self.echo(f"database: what {runtime} created in {service.name} now belongs to {owner}")
+                    await conn.execute(f"REASSIGN OWNED BY {runtime} TO {owner}")
         finally:
             await conn.close()
 

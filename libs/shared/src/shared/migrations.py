@@ -11,7 +11,8 @@ named after the schema.
 
 Two roles per service: the owner (owns the schema and every object in it, runs the migrations) and the
 runtime role the service connects as. After the migrations, in the same transaction, the runtime role gets
-USAGE on the schema and DML on its tables, sequences and functions, never CREATE or ownership; then, when
+USAGE on the schema and DML on its tables, sequences and functions, never CREATE, ownership or membership in
+the owner role (an upgrade refuses to go on while it owns the schema or is such a member); then, when
 the schema defines ``baton_restrict_runtime(role name)``, that function takes back what the service's
 runtime role must not have (the audit log's append-only tables, for instance). Migrations can read the
 runtime role's name from ``context.config.attributes["runtime_role"]`` (``None`` when not given).
@@ -108,6 +109,14 @@ def upgrade_sync(
         raise RuntimeError(
             f"schema {schema} is owned by {role}, the runtime role: the owner role must own it "
             f"(once, as a superuser: REASSIGN OWNED BY {role} TO <owner>; see docs/operations.md)"
+        )
+    elif role is not None and connection.scalar(
+        text("SELECT pg_has_role(:r, :o, 'MEMBER')"), {"r": role, "o": owner}
+    ):
+        # A member of the owner can act as it (DDL, disabling triggers): the grants below would mean nothing.
+        raise RuntimeError(
+            f"the runtime role {role} is a member of {owner}, the owner of schema {schema}: "
+            f"once, as a superuser: REVOKE {owner} FROM {role} (see docs/operations.md)"
         )
     connection.execute(text(f'SET LOCAL search_path TO "{schema}", public'))
     cfg = alembic_config(script_location, schema, role)

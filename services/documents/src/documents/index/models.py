@@ -7,12 +7,18 @@ walks only its own HNSW graph and GIN index: filtered vector search stays exact-
 ``chunk_vectors`` holds one row per (chunk, model): searches read only the active model's rows, and a
 reindex writes the next model's rows beside them before switching (``index_state.active_model_id``).
 Indexes declared here on the partitioned parents are created on every partition automatically.
+
+The service's runtime role owns nothing, so it cannot create or drop partitions itself: two SECURITY
+DEFINER functions owned by the schema's owner do it (``partition_functions_sql``, created with the tables
+here and by migration 0002), and the partitions they create belong to that owner.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -25,17 +31,28 @@ from sqlalchemy import (
     Integer,
     PrimaryKeyConstraint,
     SmallInteger,
+    Table,
     Text,
+    event,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR, UUID
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from documents.database import Base
 from shared.db import new_id
 
-__all__ = ["EMBEDDING_DIM", "TSV_CONFIG", "Chunk", "ChunkVector", "IndexState", "ReindexJob"]
+__all__ = [
+    "EMBEDDING_DIM",
+    "TSV_CONFIG",
+    "Chunk",
+    "ChunkVector",
+    "IndexState",
+    "ReindexJob",
+    "partition_functions_sql",
+]
 
 # The vector column's dimension. Another dimension means a migration (and a reindex), not a setting.
 EMBEDDING_DIM = 384
@@ -100,6 +117,82 @@ class ChunkVector(Base):
     document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     kind: Mapped[str] = mapped_column(Text)
     embedding: Mapped[list[float]] = mapped_column(Vector(EMBEDDING_DIM))
+
+
+def partition_functions_sql(schema: str) -> list[str]:
+    """``documents_ensure_client_partitions(client uuid)`` and ``documents_drop_client_partitions(client
+    uuid)``, SECURITY DEFINER in ``schema`` and executable by no one but their owner until granted.
+
+    A client's partitions are ``chunks_p_<32 hex>`` and ``chunk_vectors_p_<32 hex>`` (as
+    ``documents.index.partitions.partition_name``); each takes the parent's indexes (primary key, GIN,
+    HNSW, b-trees) when created. Both functions take the same transaction-scoped advisory lock as the
+    service, refuse NULL, and refuse to touch a table of that name that is not a partition of its parent.
+    Migration 0002 holds a frozen copy of this text; test_migrations compares the two.
+    """
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise ValueError(f"not a valid schema name: {schema!r}")
+    return [
+        f"""
+        CREATE FUNCTION documents_ensure_client_partitions(client uuid) RETURNS void
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = "{schema}", pg_temp AS $$
+        DECLARE
+            parent text;
+            part text;
+        BEGIN
+            IF client IS NULL THEN
+                RAISE EXCEPTION 'a client id is required' USING ERRCODE = 'null_value_not_allowed';
+            END IF;
+            PERFORM pg_advisory_xact_lock(hashtext('documents-partition:' || client::text));
+            FOREACH parent IN ARRAY ARRAY['chunks', 'chunk_vectors'] LOOP
+                part := parent || '_p_' || replace(client::text, '-', '');
+                EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I PARTITION OF %I.%I FOR VALUES IN (%L)',
+                               '{schema}', part, '{schema}', parent, client);
+                IF NOT EXISTS (
+                    SELECT FROM pg_inherits
+                    WHERE inhrelid = format('%I.%I', '{schema}', part)::regclass
+                      AND inhparent = format('%I.%I', '{schema}', parent)::regclass
+                ) THEN
+                    RAISE EXCEPTION '% is not a partition of %', part, parent;
+                END IF;
+            END LOOP;
+        END $$
+        """,
+        f"""
+        CREATE FUNCTION documents_drop_client_partitions(client uuid) RETURNS void
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = "{schema}", pg_temp AS $$
+        DECLARE
+            parent text;
+            part regclass;
+        BEGIN
+            IF client IS NULL THEN
+                RAISE EXCEPTION 'a client id is required' USING ERRCODE = 'null_value_not_allowed';
+            END IF;
+            PERFORM pg_advisory_xact_lock(hashtext('documents-partition:' || client::text));
+            FOREACH parent IN ARRAY ARRAY['chunk_vectors', 'chunks'] LOOP
+                part := to_regclass(format('%I.%I', '{schema}', parent || '_p_' || replace(client::text, '-', '')));
+                CONTINUE WHEN part IS NULL;
+                IF NOT EXISTS (
+                    SELECT FROM pg_inherits
+                    WHERE inhrelid = part AND inhparent = format('%I.%I', '{schema}', parent)::regclass
+                ) THEN
+                    RAISE EXCEPTION '% is not a partition of %', part, parent;
+                END IF;
+                EXECUTE format('DROP TABLE %s', part);
+            END LOOP;
+        END $$
+        """,
+        "REVOKE ALL ON FUNCTION documents_ensure_client_partitions(uuid) FROM PUBLIC",
+        "REVOKE ALL ON FUNCTION documents_drop_client_partitions(uuid) FROM PUBLIC",
+    ]
+
+
+def _create_partition_functions(_table: Table, connection: Connection, **_: Any) -> None:
+    schema = connection.scalar(text("SELECT current_schema()"))
+    for statement in partition_functions_sql(str(schema)):
+        connection.execute(text(statement))
+
+
+event.listen(ChunkVector.__table__, "after_create", _create_partition_functions)
 
 
 class IndexState(Base):

@@ -3,6 +3,11 @@
 A client's partitions are created when the client appears (``client.created``, or lazily when one of its
 projects or uploads is seen first) and dropped when it is deleted. Creating a partition locks the parent
 table, so callers run ``ensure_client_partitions`` in its own short transaction, never inside a long one.
+
+The service's role owns nothing and cannot run DDL: both go through the schema's SECURITY DEFINER
+functions ``documents_ensure_client_partitions`` and ``documents_drop_client_partitions``
+(``documents.index.models.partition_functions_sql``), which act as the schema's owner; the partitions
+they create belong to it, and the service reaches them through ``chunks`` and ``chunk_vectors`` only.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ PARTITIONED_TABLES = ("chunks", "chunk_vectors")
 
 
 def partition_name(table: str, client_id: uuid.UUID) -> str:
-    """``<table>_p_<32 hex>``: derived from a UUID, so always a safe identifier."""
+    """``<table>_p_<32 hex>``: derived from a UUID, so always a safe identifier; the partition functions
+    derive the same names."""
     if table not in PARTITIONED_TABLES:
         raise ValueError(table)
     return f"{table}_p_{uuid.UUID(str(client_id)).hex}"
@@ -43,16 +49,13 @@ async def ensure_client_partitions(session: AsyncSession, client_id: uuid.UUID) 
         return False
     if row is not None and row.partitioned:
         return True
+    # The function takes the same lock again (advisory locks are re-entrant within a session).
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"documents-partition:{client_id}"}
     )
-    for table in PARTITIONED_TABLES:
-        await session.execute(
-            text(
-                f"CREATE TABLE IF NOT EXISTS {partition_name(table, client_id)} "
-                f"PARTITION OF {table} FOR VALUES IN ('{client_id}')"
-            )
-        )
+    await session.execute(
+        text("SELECT documents_ensure_client_partitions(CAST(:c AS uuid))"), {"c": client_id}
+    )
     await session.execute(
         pg_insert(KnownClient)
         .values(id=client_id, partitioned=True)
@@ -81,5 +84,4 @@ async def ensure_client_partitions_now(
 async def drop_client_partitions(session: AsyncSession, client_id: uuid.UUID) -> None:
     """Drop the client's chunks and vectors at once (a partition drop, not row-by-row deletes)."""
     client_id = uuid.UUID(str(client_id))
-    for table in reversed(PARTITIONED_TABLES):
-        await session.execute(text(f"DROP TABLE IF EXISTS {partition_name(table, client_id)}"))
+    await session.execute(text("SELECT documents_drop_client_partitions(CAST(:c AS uuid))"), {"c": client_id})
