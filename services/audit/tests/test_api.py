@@ -151,6 +151,8 @@ async def test_filters_pagination_and_bounds(api, seeded, client_a):
         ({"since": "2025-01-01T00:00:00"}, 422),  # no time zone
         ({"since": "yesterday"}, 422),
         ({"since": "19"}, 422),  # not seconds since the epoch: the document says date-time
+        ({"flagged": "1"}, 422),  # a boolean is true or false
+        ({"resource_id": "a\x00b"}, 422),
         ({"since": "2025-01-01"}, 422),
         ({"since": "0001-01-01T00:00:00+01:00"}, 422),  # before year 1 in UTC
         ({"cursor": "!!!"}, 400),

@@ -241,6 +241,8 @@ async def test_list_limit_and_cursor_abuse(svc):
     url = f"/v1/projects/{project_id}/documents"
     svc.problem(await svc.http.get(f"{url}?limit=1000", headers=user), 422)
     svc.problem(await svc.http.get(f"{url}?limit=0", headers=user), 422)
+    svc.problem(await svc.http.get(url, params={"tag": "a\x00b"}, headers=user), 422)
+    svc.problem(await svc.http.get(url, params={"q": "a\x00b"}, headers=user), 422)
     svc.problem(await svc.http.get(f"{url}?cursor=%%%garbage", headers=user), 400)
     svc.problem(await svc.http.get(f"{url}?cursor=" + "A" * 600, headers=user), 422)
     svc.problem(await svc.http.get(f"{url}?q=" + "a" * 300, headers=user), 422)

@@ -50,6 +50,18 @@ def _instant(value: object) -> object:
 
 Instant = Annotated[datetime, BeforeValidator(_instant)]
 
+
+def _flag(value: object) -> object:
+    """``true`` or ``false``, as the document's boolean says (not ``1``, ``no`` or ``on``)."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+# Free text matched in the database: no NUL (Postgres text cannot hold it).
+_TEXT = r"^[^\x00]*$"
+
 # The refusals of every read: the chain named (or implied) and the filter.
 _READ = {
     403: "The caller's role in the client, or an agent's scopes, do not allow reading its log",
@@ -67,13 +79,17 @@ def _request_id(request: Request) -> str | None:
 def entry_filter(
     principal: CurrentPrincipal,
     client_id: ClientParam = None,
-    actor: Annotated[str | None, Query(max_length=200, description="Actor subject (exact).")] = None,
-    action: Annotated[str | None, Query(max_length=200, description="Event type prefix.")] = None,
-    resource_type: Annotated[str | None, Query(max_length=100)] = None,
-    resource_id: Annotated[str | None, Query(max_length=200)] = None,
+    actor: Annotated[
+        str | None, Query(max_length=200, pattern=_TEXT, description="Actor subject (exact).")
+    ] = None,
+    action: Annotated[
+        str | None, Query(max_length=200, pattern=_TEXT, description="Event type prefix.")
+    ] = None,
+    resource_type: Annotated[str | None, Query(max_length=100, pattern=_TEXT)] = None,
+    resource_id: Annotated[str | None, Query(max_length=200, pattern=_TEXT)] = None,
     since: Annotated[Instant | None, Query(description="Recorded at or after (RFC 3339).")] = None,
     until: Annotated[Instant | None, Query(description="Recorded before (RFC 3339).")] = None,
-    flagged: Annotated[bool | None, Query(description="Only flagged (or unflagged) entries.")] = None,
+    flagged: Annotated[Flag | None, Query(description="Only flagged (or unflagged) entries.")] = None,
     order: Annotated[Literal["asc", "desc"], Query()] = "asc",
 ) -> EntryFilter:
     chain = resolve_chain(principal, client_id)

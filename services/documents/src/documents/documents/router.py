@@ -198,8 +198,12 @@ async def list_documents(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     kind: DocumentKind | None = None,
     status: DocumentStatus | None = None,
-    tag: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200, description="Text in the title")] = None,
+    # No NUL: Postgres text cannot hold it (refused here, not by the database).
+    tag: Annotated[str | None, Query(min_length=1, max_length=50, pattern=r"^[^\x00]*$")] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, pattern=r"^[^\x00]*$", description="Text in the title"),
+    ] = None,
 ) -> Page[DocumentRead]:
     project = await find_project(session, project_id)
     ensure_read(principal, project.client_id, project.id, ProjectNotFound("Project not found"))

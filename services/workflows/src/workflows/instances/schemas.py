@@ -130,19 +130,25 @@ class ClaimBody(BaseModel):
     lease_seconds: Annotated[int, Field(ge=1, le=604_800), JSON_INTEGER] | None = None
 
 
+# Text kept in the instance's JSONB state: no NUL (Postgres cannot hold ``\u0000`` there).
+_TEXT = r"^[^\x00]*$"
+
+
 class CompleteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document_id: uuid.UUID | None = None
-    story_title: str | None = Field(default=None, min_length=1, max_length=200)
+    story_title: str | None = Field(default=None, min_length=1, max_length=200, pattern=_TEXT)
 
 
 class ReasonBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000, pattern=_TEXT)
 
 
 class AnswerBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    answer: str = Field(min_length=1, max_length=100)
-    flagged_documents: list[str] | None = Field(default=None, max_length=20)
-    comment: str | None = Field(default=None, max_length=2000)
+    answer: str = Field(min_length=1, max_length=100, pattern=_TEXT)
+    flagged_documents: list[Annotated[str, Field(max_length=200, pattern=_TEXT)]] | None = Field(
+        default=None, max_length=20
+    )
+    comment: str | None = Field(default=None, max_length=2000, pattern=_TEXT)
