@@ -125,15 +125,15 @@ def _percentile(values: list[float], q: float) -> float:
 def allowed_growth(baseline_mb: float) -> float:
     """Growth after the warm-up that fails the soak: more than 32 MB *and* more than 10% of the baseline.
 
-    Measured (2 replicas, default rate, 240 s and 600 s runs): once warm (the documents workers load their
-    ONNX model with the first document, +65 MB in the first minute), no process grew more than 2.5 MB; the
-    steepest trend was an audit worker at ~20 MB/h, ~8 MB over the 24 minutes after the warm-up of a
-    default run. 32 MB is four times that, so malloc arenas and caches settling (SQLAlchemy's compiled
-    cache, JWKS, connection pools) do not fail a run; 10% gives the ~355 MB documents processes the same
-    margin. What it catches over a default run: ~11 KB kept per request in a gateway (each takes ~2
-    requests/s), ~12 KB per event in an audit worker, ~80 KB per document in a documents worker. The trend
-    is a least-squares fit over every sample after the warm-up, so garbage-collection sawtooth and a
-    single spike do not decide it; shorter runs catch only faster leaks.
+    Measured (2 replicas, default rate): once warm (the documents workers load their ONNX model with the
+    first document, +65 MB in the first minute), no process grew more than 3.1 MB over the 24 minutes
+    after the warm-up of a default run, the steepest trend being the audit workers' ~7 MB/h (10-minute
+    runs: at most 2.5 MB). 32 MB is ten times that, so malloc arenas and caches settling (SQLAlchemy's
+    compiled cache, JWKS, connection pools) or a busier machine do not fail a run; 10% gives the ~355 MB
+    documents processes the same floor. What it catches over a default run: ~11 KB kept per request in a
+    gateway (each takes ~2 requests/s), ~12 KB per event in an audit worker, ~80 KB per document in a
+    documents worker. The trend is a least-squares fit over every sample after the warm-up, so
+    garbage-collection sawtooth and a single spike do not decide it; shorter runs catch only faster leaks.
     """
     return max(32.0, 0.10 * baseline_mb)
 
@@ -450,9 +450,8 @@ def setup_tenant(platform: Any, helpers: Any) -> dict[str, Any]:
         }
         tokens["agent"] = _token(http, "/v1/auth/token", data=form) | {
             "client_id": agent["id"], "secret": agent["client_secret"]}  # fmt: skip
-    admin_token = admin.token
     admin.close()
-    return {"client_id": client["id"], "tokens": tokens, "admin_token": admin_token}
+    return {"client_id": client["id"], "tokens": tokens}
 
 
 # -- after the load ------------------------------------------------------------------------------------------
@@ -497,7 +496,7 @@ async def _gather_limited(calls: list[Any], limit: int = 6) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in calls))
 
 
-async def check_after(soak: Soak, admin_token: str) -> dict[str, Any]:
+async def check_after(soak: Soak) -> dict[str, Any]:
     """What must hold once the load stops (after the bus and the audit log caught up)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
@@ -526,7 +525,11 @@ async def check_after(soak: Soak, admin_token: str) -> dict[str, Any]:
         for t, r in zip(done, reads, strict=True)
         if r.status_code != 200 or r.json()["state"] != "completed"
     ]
-    admin = {"Authorization": f"Bearer {admin_token}"}
+    platform = soak.platform  # the admin logs in now: a token from before the soak has expired
+    credentials = {"email": platform.admin_email, "password": platform.admin_password}
+    login = await soak.http.post("/v1/auth/login", json=credentials)
+    assert login.status_code == 200, f"admin login: {login.status_code} {login.text[:300]}"
+    admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
     verify_failures = []
     for chain in ledger["chains"]:
         r = await soak.http.get("/v1/audit/verify", params={"client_id": chain}, headers=admin, timeout=120)
@@ -614,7 +617,7 @@ async def drive(
 ) -> tuple[Soak, float, RssWatch, dict[str, Any]]:
     """The load for ``SECONDS`` with memory sampled throughout, then the checks of ``check_after``."""
     watch = RssWatch(platform.stack.processes)
-    stop = asyncio.Event()
+    stop, checked = asyncio.Event(), asyncio.Event()
     timeout = httpx.Timeout(30.0, connect=5.0)
     async with helpers.async_http_client(platform.gateway_url, timeout=timeout) as http:
         soak = Soak(platform, http, tenant)
@@ -627,15 +630,20 @@ async def drive(
                     await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
 
         sampler = asyncio.create_task(sample())
-        keeper = asyncio.create_task(soak.keep_tokens(stop))
+        keeper = asyncio.create_task(soak.keep_tokens(checked))  # tokens stay fresh for the checks too
         try:
-            await soak.run(SECONDS)
+            try:
+                await soak.run(SECONDS)
+            finally:
+                elapsed = time.monotonic() - start
+                stop.set()
+                await sampler
+                watch.sample(elapsed)
+            after = await check_after(soak)
         finally:
-            elapsed = time.monotonic() - start
-            stop.set()
-            await asyncio.gather(sampler, keeper)
-            watch.sample(elapsed)
-        return soak, elapsed, watch, await check_after(soak, tenant["admin_token"])
+            checked.set()
+            await keeper
+        return soak, elapsed, watch, after
 
 
 def test_soak(request: pytest.FixtureRequest, helpers: Any, capsys: pytest.CaptureFixture[str]) -> None:
