@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import ensure_resource_availability, posi
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-EXAMPLES = int(os.environ.get("BATON_FUZZ_LIVE_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("BATON_FUZZ_LIVE_EXAMPLES", "10"))
 PASSWORD = "Fuzzing-passw0rd-1"
 SENT: Counter[str] = Counter()  # role -> cases sent
 STATUSES: Counter[int] = Counter()
@@ -143,7 +143,7 @@ def _fuzz(operation: Any, mode: GenerationMode, live: dict[str, Any]) -> None:
 def test_gateway_live(live: dict[str, Any]) -> None:
     """Every operation of the merged document, valid and invalid data; every failure is listed."""
     failures: list[str] = []
-    operations = 0
+    operations = unsatisfiable = 0
     for result in live["schema"].get_all_operations():
         operation = result.ok()
         operations += 1
@@ -151,9 +151,13 @@ def test_gateway_live(live: dict[str, Any]) -> None:
             try:
                 _fuzz(operation, mode, live)
             except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup, or one failure
+                if mode is GenerationMode.NEGATIVE and "Unable to satisfy assumptions" in str(exc):
+                    unsatisfiable += 1  # nothing to break: no parameters, no body
+                    continue
                 failures.append(f"{operation.label} ({mode.value}): {str(exc)[:1500]}")
     print(
-        f"\nlive fuzzing: {operations} operations, {sum(SENT.values())} cases; callers {dict(SENT)}; "
+        f"\nlive fuzzing: {operations} operations ({unsatisfiable} without invalid input to send), "
+        f"{sum(SENT.values())} cases; callers {dict(SENT)}; "
         f"statuses {dict(sorted(STATUSES.items()))}"
     )
     assert operations >= 40, f"only {operations} operations in the gateway's document"
