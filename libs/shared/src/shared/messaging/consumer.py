@@ -35,6 +35,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
@@ -152,8 +153,17 @@ class ConsumerRunner:
                 try:
                     await self.process_batch()
                     backoff.reset()
+                except NotFoundError:
+                    # The stream is not there yet (its producer has not published since it was created or
+                    # cleared), or the consumer was deleted: declare them again after a pause.
+                    log.info(
+                        "consumer %s: stream %s or the consumer not found; waiting",
+                        self.consumer,
+                        self.stream,
+                    )
+                    self._resubscribe = True
+                    await self._sleep(backoff.next())
                 except (nats.errors.Error, OSError) as exc:
-                    # Includes a consumer or stream that vanished: declare them again.
                     log.warning("consumer %s: NATS trouble (%r); resubscribing", self.consumer, exc)
                     self._resubscribe = True
                     await self._sleep(backoff.next())
