@@ -184,7 +184,8 @@ class StreamConsumer:
             self._held = pairs  # the database is away: all of it waits in memory for the next poll
             raise
         self._held = held
-        self.stats.held += sum(1 for m, _ in held if m in msgs)
+        fresh = {id(m) for m in msgs}
+        self.stats.held += sum(1 for m, _ in held if id(m) in fresh)
         exist = self._exist(held)
         await self._keep_held()
         if not ready:
