@@ -14,23 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import strategies as st
 
 from shared.auth.testing import TokenFactory
 from shared.db import create_engine, create_session_factory
 from shared.migrations import upgrade
 from shared.testing.backends import create_fresh_schema
 
+from .cases import generated_case_tests
 from .harness import (
-    FAST_EXAMPLES,
-    SLOW_EXAMPLES,
     STATS,
     PositiveDataAccepted,
     Target,
     TenantIsolation,
     bearer,
     drop,
-    fuzz_settings,
     load_schema,
     running,
 )
@@ -146,27 +143,12 @@ def audit(audit_db: tuple[str, str, str, list[str]], database_url: str) -> Itera
         )
 
 
-@fuzz_settings(FAST_EXAMPLES, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_audit_api(case: Any, data: Any, audit: Target) -> None:
-    audit.exercise(case, data)
+@pytest.fixture(scope="module")
+def target(audit: Target) -> Target:
+    return audit
 
 
-@fuzz_settings(2, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_audit_edge_values(case: Any, data: Any, audit: Target) -> None:
-    """Each string of a valid request with a NUL in it, each integer as 2**31, one at a time: no 5xx."""
-    audit.probe_edges(case, data)
-
-
-@pytest.mark.slow
-@fuzz_settings(SLOW_EXAMPLES, deterministic=False)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_audit_api_long(case: Any, data: Any, audit: Target) -> None:
-    audit.exercise(case, data)
+test_audit_api, test_audit_edge_values, test_audit_api_long = generated_case_tests(schema)
 
 
 def test_audit_cases_counted(audit: Target) -> None:

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import strategies as st
 
 from shared.auth.testing import TokenFactory
 from shared.db import create_engine, create_session_factory, new_id, transaction, utcnow
@@ -22,16 +21,14 @@ from shared.events.projects import ClientCreated, ProjectCreated
 from shared.messaging import Actor, Envelope
 from shared.testing.backends import create_fresh_schema
 
+from .cases import generated_case_tests
 from .harness import (
-    FAST_EXAMPLES,
-    SLOW_EXAMPLES,
     STATS,
     PositiveDataAccepted,
     Target,
     TenantIsolation,
     bearer,
     drop,
-    fuzz_settings,
     load_schema,
     run_async,
     running,
@@ -213,27 +210,12 @@ def documents(documents_db: tuple[str, str, str, str, str], database_url: str) -
         )
 
 
-@fuzz_settings(FAST_EXAMPLES, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_documents_api(case: Any, data: Any, documents: Target) -> None:
-    documents.exercise(case, data)
+@pytest.fixture(scope="module")
+def target(documents: Target) -> Target:
+    return documents
 
 
-@fuzz_settings(2, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_documents_edge_values(case: Any, data: Any, documents: Target) -> None:
-    """Each string of a valid request with a NUL in it, each integer as 2**31, one at a time: no 5xx."""
-    documents.probe_edges(case, data)
-
-
-@pytest.mark.slow
-@fuzz_settings(SLOW_EXAMPLES, deterministic=False)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_documents_api_long(case: Any, data: Any, documents: Target) -> None:
-    documents.exercise(case, data)
+test_documents_api, test_documents_edge_values, test_documents_api_long = generated_case_tests(schema)
 
 
 def test_documents_cases_counted(documents: Target) -> None:

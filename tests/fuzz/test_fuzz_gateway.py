@@ -16,14 +16,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import strategies as st
 
 from shared.db import create_engine, create_session_factory, transaction
 from shared.testing.backends import create_fresh_schema
 
+from .cases import generated_case_tests
 from .harness import (
     FAST_EXAMPLES,
-    SLOW_EXAMPLES,
     STATS,
     ServerThread,
     Target,
@@ -31,7 +30,6 @@ from .harness import (
     bearer,
     drop,
     fresh_schema_name,
-    fuzz_settings,
     load_schema,
     run_async,
     running,
@@ -299,27 +297,14 @@ def test_gateway_serves_the_merged_document(gateway: Target) -> None:
     assert expected <= served, sorted(expected - served)
 
 
-@fuzz_settings(max(5, FAST_EXAMPLES // 2), deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_gateway_api(case: Any, data: Any, gateway: Target) -> None:
-    gateway.exercise(case, data)
+@pytest.fixture(scope="module")
+def target(gateway: Target) -> Target:
+    return gateway
 
 
-@fuzz_settings(2, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_gateway_edge_values(case: Any, data: Any, gateway: Target) -> None:
-    """Each string of a valid request with a NUL in it, each integer as 2**31, one at a time: no 5xx."""
-    gateway.probe_edges(case, data)
-
-
-@pytest.mark.slow
-@fuzz_settings(SLOW_EXAMPLES, deterministic=False)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_gateway_api_long(case: Any, data: Any, gateway: Target) -> None:
-    gateway.exercise(case, data)
+test_gateway_api, test_gateway_edge_values, test_gateway_api_long = generated_case_tests(
+    schema, fast_examples=max(5, FAST_EXAMPLES // 2)
+)
 
 
 def test_gateway_cases_counted(gateway: Target) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import strategies as st
 from identity.bootstrap import bootstrap_admin
 from identity.config import Settings
 from identity.context import IdentityContext
@@ -24,15 +23,13 @@ from identity.tables import metadata
 from shared.db import create_session_factory, transaction
 from shared.testing.backends import create_fresh_schema
 
+from .cases import generated_case_tests
 from .harness import (
-    FAST_EXAMPLES,
-    SLOW_EXAMPLES,
     STATS,
     Target,
     TenantIsolation,
     bearer,
     drop,
-    fuzz_settings,
     load_schema,
     running,
 )
@@ -188,27 +185,12 @@ def identity(identity_db: tuple[str, list[str]], database_url: str) -> Iterator[
         )
 
 
-@fuzz_settings(FAST_EXAMPLES, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_identity_api(case: Any, data: Any, identity: Target) -> None:
-    identity.exercise(case, data)
+@pytest.fixture(scope="module")
+def target(identity: Target) -> Target:
+    return identity
 
 
-@fuzz_settings(2, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_identity_edge_values(case: Any, data: Any, identity: Target) -> None:
-    """Each string of a valid request with a NUL in it, each integer as 2**31, one at a time: no 5xx."""
-    identity.probe_edges(case, data)
-
-
-@pytest.mark.slow
-@fuzz_settings(SLOW_EXAMPLES, deterministic=False)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_identity_api_long(case: Any, data: Any, identity: Target) -> None:
-    identity.exercise(case, data)
+test_identity_api, test_identity_edge_values, test_identity_api_long = generated_case_tests(schema)
 
 
 def test_identity_cases_counted(identity: Target) -> None:

@@ -14,13 +14,13 @@ from typing import Any
 
 import hypothesis
 import pytest
-from hypothesis import strategies as st
 from projects.config import Settings
 from projects.database import Base
 from projects.main import build_app
 
 from shared.auth.testing import TokenFactory
 
+from .cases import generated_case_tests
 from .harness import (
     FAST_EXAMPLES,
     SLOW_EXAMPLES,
@@ -156,27 +156,12 @@ def projects(projects_db: str, database_url: str) -> Iterator[Target]:
         )
 
 
-@fuzz_settings(FAST_EXAMPLES, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_projects_api(case: Any, data: Any, projects: Target) -> None:
-    projects.exercise(case, data)
+@pytest.fixture(scope="module")
+def target(projects: Target) -> Target:
+    return projects
 
 
-@fuzz_settings(2, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_projects_edge_values(case: Any, data: Any, projects: Target) -> None:
-    """Each string of a valid request with a NUL in it, each integer as 2**31, one at a time: no 5xx."""
-    projects.probe_edges(case, data)
-
-
-@pytest.mark.slow
-@fuzz_settings(SLOW_EXAMPLES, deterministic=False)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_projects_api_long(case: Any, data: Any, projects: Target) -> None:
-    projects.exercise(case, data)
+test_projects_api, test_projects_edge_values, test_projects_api_long = generated_case_tests(schema)
 
 
 def stateful_schema() -> Any:

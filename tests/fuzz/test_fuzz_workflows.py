@@ -14,22 +14,19 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from hypothesis import strategies as st
 
 from shared.auth.testing import TokenFactory
 from shared.db import create_session_factory, transaction
 from shared.testing.backends import create_fresh_schema
 
+from .cases import generated_case_tests
 from .harness import (
-    FAST_EXAMPLES,
-    SLOW_EXAMPLES,
     STATS,
     PositiveDataAccepted,
     Target,
     TenantIsolation,
     bearer,
     drop,
-    fuzz_settings,
     load_schema,
     running,
 )
@@ -174,27 +171,12 @@ def workflows(workflows_db: tuple[str, str, str, list[str]], database_url: str) 
         )
 
 
-@fuzz_settings(FAST_EXAMPLES, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_workflows_api(case: Any, data: Any, workflows: Target) -> None:
-    workflows.exercise(case, data)
+@pytest.fixture(scope="module")
+def target(workflows: Target) -> Target:
+    return workflows
 
 
-@fuzz_settings(2, deterministic=True)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_workflows_edge_values(case: Any, data: Any, workflows: Target) -> None:
-    """Each string of a valid request with a NUL in it, each integer as 2**31, one at a time: no 5xx."""
-    workflows.probe_edges(case, data)
-
-
-@pytest.mark.slow
-@fuzz_settings(SLOW_EXAMPLES, deterministic=False)
-@schema.parametrize()
-@schema.given(data=st.data())
-def test_workflows_api_long(case: Any, data: Any, workflows: Target) -> None:
-    workflows.exercise(case, data)
+test_workflows_api, test_workflows_edge_values, test_workflows_api_long = generated_case_tests(schema)
 
 
 def test_workflows_cases_counted(workflows: Target) -> None:
