@@ -73,6 +73,8 @@ _VERSION_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"}},
+                    # Metadata changes go through PATCH: any other part is refused (unexpected_fields).
+                    "additionalProperties": False,
                 }
             },
             "application/json": {"schema": VersionCreateJson.model_json_schema()},
