@@ -4,7 +4,9 @@ and one NATS: what must hold when work is shared.
 - one outbox relay is active per service (the other replica stands by);
 - both replicas of a consumer pull from the same durable consumer (the work is shared, not doubled);
 - a task claimed at the same moment through both gateways, by two agents, goes to exactly one;
-- the audit chains stay gap-free, each producer's events in its own order, and verify.
+- the audit chains stay gap-free, each producer's events in its own order, and verify;
+- an API replica killed with SIGKILL costs no request, not even a POST: every gateway routes to both
+  replicas and sends a request whose connection is refused to the other one.
 
 The journey (test_journey.py) runs on the same replicated platform, its requests spread over both gateways.
 """
@@ -219,3 +221,39 @@ def test_audit_chains_stay_gap_free_and_in_producer_order(replicated: Any, helpe
         verify = admin.get("/v1/audit/verify", params={"client_id": chain})
         assert verify["ok"] is True, verify
     admin.close()
+
+
+def test_a_killed_api_replica_costs_no_request(replicated: Any, helpers: Any) -> None:
+    po, _, client_id = _setup(replicated, helpers)
+    stack = replicated.stack
+    key, url = "projects-api-2", stack.base_url("projects", 1)
+    assert key in stack.processes
+    stack.kill(key)
+    try:
+        time.sleep(1.0)  # the gateways see their idle connections to it closed
+        created = [
+            po.post(
+                "/v1/projects",
+                201,
+                json={"client_id": client_id, "name": f"Failover {n}", "kind": "greenfield", "type": "service"},
+            )
+            for n in range(8)
+        ]
+        for project in created:
+            assert po.get(f"/v1/projects/{project['id']}")["name"] == project["name"]
+        aside = [
+            httpx.get(f"{gateway}/readyz", timeout=10).json()["upstreams"]["projects"]["set_aside"]
+            for gateway in replicated.gateway_urls
+        ]
+        assert any(url in urls for urls in aside), aside
+    finally:
+        stack.respawn(key)
+        helpers.poll("the projects replica back", lambda: _ready(url), timeout=90, platform=replicated)
+    po.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False

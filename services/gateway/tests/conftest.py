@@ -85,6 +85,7 @@ class ServerThread:
 
 def echo_openapi(name: str) -> dict[str, Any]:
     """A small OpenAPI document per upstream: one routed path, one internal path, one shared schema."""
+    name = name.split("#")[0]  # "workflows#2": a second endpoint of the same upstream
     routed = {
         "identity": "/v1/users/{user_id}",
         "projects": "/v1/projects/{project_id}",

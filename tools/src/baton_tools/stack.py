@@ -75,9 +75,9 @@ class Stack:
 
     ``replicas`` > 1 starts that many copies of every API and worker (``<service>-api-2``,
     ``<service>-worker-2``...): replica ``i`` of an API listens on ``ports["<service>#<i>"]`` (default: the
-    first replica's port + 100 * i), and replica ``i`` of the gateway routes to replica ``i`` of every
-    service, so each gateway is the entry of one complete copy of the platform over the same database and
-    NATS.
+    first replica's port + 100 * i). Every gateway routes to every replica of each service, taking turns
+    and setting aside one that refuses connections (``BATON_GATEWAY_<NAME>_URL`` lists them all), so a
+    killed replica costs no request that its twin can take.
     """
 
     home: Path = field(default_factory=lambda: _repo_root() / ".baton")
@@ -265,7 +265,10 @@ class Stack:
         if service.name == "gateway":
             for upstream in SERVICES:
                 if upstream.name != "gateway":
-                    env[f"BATON_GATEWAY_{upstream.name.upper()}_URL"] = self.base_url(upstream.name, replica)
+                    env[f"BATON_GATEWAY_{upstream.name.upper()}_URL"] = ",".join(
+                        self.base_url(upstream.name, (replica + k) % self.replicas)
+                        for k in range(self.replicas)
+                    )
         if service.uses_database:
             env["BATON_DATABASE_URL"] = self.service_url(service)
         env.update(self.extra_env)

@@ -6,16 +6,20 @@ Every gateway field can also be passed by its Python name (``build_app(identity_
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import BaseServiceSettings
 
-__all__ = ["UPSTREAMS", "Settings"]
+__all__ = ["UPSTREAMS", "Settings", "split_urls"]
 
 # Every upstream the route table may name; each has a ``<name>_url`` setting.
 UPSTREAMS = ("identity", "projects", "documents", "workflows", "audit")
+
+
+_URLS = "Base URL of the service, or several separated by commas, which then take turns"
 
 
 def _gw(default: Any, name: str, **kw: Any) -> Any:
@@ -30,12 +34,20 @@ class Settings(BaseServiceSettings):
 
     service_name: str = "gateway"
 
-    # Upstreams (base URLs, no trailing path).
-    identity_url: str = _gw("http://127.0.0.1:8001", "identity_url")
-    projects_url: str = _gw("http://127.0.0.1:8002", "projects_url")
-    documents_url: str = _gw("http://127.0.0.1:8003", "documents_url")
-    workflows_url: str = _gw("http://127.0.0.1:8004", "workflows_url")
-    audit_url: str = _gw("http://127.0.0.1:8005", "audit_url")
+    # Upstreams: a base URL (no path), or several separated by commas, which then take turns (see
+    # gateway.balancer; an endpoint that refuses connections is set aside for eject_seconds).
+    identity_url: str = _gw("http://127.0.0.1:8001", "identity_url", description=_URLS)
+    projects_url: str = _gw("http://127.0.0.1:8002", "projects_url", description=_URLS)
+    documents_url: str = _gw("http://127.0.0.1:8003", "documents_url", description=_URLS)
+    workflows_url: str = _gw("http://127.0.0.1:8004", "workflows_url", description=_URLS)
+    audit_url: str = _gw("http://127.0.0.1:8005", "audit_url", description=_URLS)
+
+    eject_seconds: float = _gw(
+        5.0,
+        "eject_seconds",
+        gt=0,
+        description="How long an endpoint that refused a connection is tried only after the others",
+    )
 
     connect_timeout_seconds: float = _gw(2.0, "connect_timeout_seconds", gt=0)
     # Longest silence while waiting for (a chunk of) the upstream's response.
@@ -76,5 +88,23 @@ class Settings(BaseServiceSettings):
     openapi_refresh_seconds: float = _gw(300.0, "openapi_refresh_seconds", gt=0)
     openapi_fetch_timeout_seconds: float = _gw(3.0, "openapi_fetch_timeout_seconds", gt=0)
 
-    def upstream_urls(self) -> dict[str, str]:
-        return {name: str(getattr(self, f"{name}_url")).rstrip("/") for name in UPSTREAMS}
+    @field_validator(*(f"{name}_url" for name in UPSTREAMS))
+    @classmethod
+    def _check_urls(cls, value: str) -> str:
+        split_urls(value)
+        return value
+
+    def upstream_urls(self) -> dict[str, tuple[str, ...]]:
+        return {name: split_urls(getattr(self, f"{name}_url")) for name in UPSTREAMS}
+
+
+def split_urls(value: str) -> tuple[str, ...]:
+    """The base URLs of a comma-separated setting; each must be ``http://host[:port]`` with no path."""
+    urls = tuple(part.strip().rstrip("/") for part in value.split(","))
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or parts.path or parts.query or parts.fragment:
+            raise ValueError(f"an upstream URL must be http://host[:port]: {url!r}")
+    if len(set(urls)) != len(urls):
+        raise ValueError(f"an upstream URL is listed twice: {value!r}")
+    return urls

@@ -86,10 +86,11 @@ def build_app(settings: Settings | None = None, **overrides: Any) -> GatewayApp:
         details = {
             "not_before": "watching" if runtime.not_before.watching else "not watching",
             "denied_events": runtime.denials.stats(),
+            "upstreams": runtime.upstream_state(),
         }
         if all(v == "ok" for v in checks.values()):
             return {"status": "ready", "checks": checks, **details}
-        return problem_response(503, detail="Not ready", checks=checks)
+        return problem_response(503, detail="Not ready", checks=checks, upstreams=details["upstreams"])
 
     @app.api_route("/openapi.json", methods=["GET", "HEAD"], include_in_schema=False)
     async def openapi() -> Response:

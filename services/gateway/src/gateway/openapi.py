@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from gateway.balancer import Endpoints
 from gateway.routes import Route, RouteTable
 from gateway.upstream import UpstreamClient
 from shared.http import problems
@@ -172,18 +173,18 @@ class OpenAPIAggregator:
         self,
         client: UpstreamClient,
         table: RouteTable,
-        urls: dict[str, str],
+        upstreams: dict[str, Endpoints],
         *,
         refresh_seconds: float = 300.0,
         timeout_seconds: float = 3.0,
     ) -> None:
         self._client = client
         self._table = table
-        self._urls = {name: urls[name] for name in sorted(table.upstreams())}
+        self._upstreams = {name: upstreams[name] for name in sorted(table.upstreams())}
         self._refresh_seconds = refresh_seconds
         self._timeout = timeout_seconds
         self._documents: dict[str, dict[str, Any]] = {}
-        self._status: dict[str, str] = dict.fromkeys(self._urls, "never fetched")
+        self._status: dict[str, str] = dict.fromkeys(self._upstreams, "never fetched")
         self._merged: bytes | None = None
         self._refreshed_at: float | None = None
         self._lock = asyncio.Lock()
@@ -220,15 +221,8 @@ class OpenAPIAggregator:
 
     async def refresh(self) -> None:
         async with self._lock:
-            names = list(self._urls)
-            bodies = await asyncio.gather(
-                *(
-                    self._client.get(
-                        self._urls[n] + "/openapi.json", timeout=self._timeout, max_bytes=MAX_DOCUMENT_BYTES
-                    )
-                    for n in names
-                )
-            )
+            names = list(self._upstreams)
+            bodies = await asyncio.gather(*(self._fetch(self._upstreams[n]) for n in names))
             for name, body in zip(names, bodies, strict=True):
                 document = None
                 if body is not None:
@@ -245,6 +239,16 @@ class OpenAPIAggregator:
             merged["x-baton-upstreams"] = dict(self._status)
             self._merged = orjson.dumps(merged)
             self._refreshed_at = time.monotonic()
+
+    async def _fetch(self, endpoints: Endpoints) -> bytes | None:
+        """The upstream's document from the first of its endpoints that serves it."""
+        for url in endpoints.order():
+            body = await self._client.get(
+                url + "/openapi.json", timeout=self._timeout, max_bytes=MAX_DOCUMENT_BYTES
+            )
+            if body is not None:
+                return body
+        return None
 
     def start(self) -> None:
         if self._task is None:

@@ -11,6 +11,9 @@ request can be retried once if the connection fails); larger or chunked ones are
 while counted against the limit. Responses up to ``buffer_bytes`` are read whole (a failure is still a
 clean 502/504); larger or unsized ones are streamed, and if the upstream fails mid-body the client's
 response is cut off (never completed, never a hang: every upstream read has the read timeout).
+
+Upstreams with several endpoints (``gateway.balancer``): requests take turns; a request whose connection
+could not be made goes on to the next endpoint, whatever its method, since nothing of it was sent.
 """
 
 from __future__ import annotations
@@ -249,12 +252,17 @@ class GatewayProxy:
         content_length: int | None,
         fail: Fail,
     ) -> UpstreamResponse | None:
-        replayable = not isinstance(body, _RequestBody)
-        attempts = 2 if (method in IDEMPOTENT and replayable) else 1
-        base_url = self.rt.upstream_urls[route.upstream]
-        for attempt in range(attempts):
+        # A request no endpoint received goes to the next one, whatever its method; one that may have
+        # been received is sent once more only when idempotent and its body can be sent again.
+        endpoints = self.rt.upstreams[route.upstream]
+        order = endpoints.order()
+        resend = method in IDEMPOTENT and not isinstance(body, _RequestBody)
+        tried = 0
+        while True:
+            base_url = order[tried % len(order)]
+            tried += 1
             try:
-                return await self.rt.client.send(
+                response = await self.rt.client.send(
                     base_url, method.encode(), target, forward, body, content_length=content_length
                 )
             except _BodyAbort as abort:
@@ -266,7 +274,12 @@ class GatewayProxy:
                     if body.error.too_large:
                         await fail(PayloadTooLarge("The request body is too large"), route)
                     return None
-                if failure.retryable and attempt + 1 < attempts:
+                if failure.unsent:
+                    endpoints.failed(base_url)
+                    if tried < len(order):
+                        continue
+                if failure.retryable and resend:
+                    resend = False
                     log.info("retrying %s %s once: %s", method, route.pattern, failure.detail)
                     continue
                 log.warning("upstream %s failed: %s", route.upstream, failure.detail)
@@ -275,7 +288,8 @@ class GatewayProxy:
                 else:
                     await fail(UpstreamUnavailable(failure.detail), route)
                 return None
-        return None  # pragma: no cover - the loop always returns
+            endpoints.succeeded(base_url)
+            return response
 
     async def _relay_response(
         self,

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
+from gateway.balancer import Endpoints
 from gateway.config import Settings
 from gateway.denials import DenialPublisher
 from gateway.headers import ClientAddress, CorsPolicy, security_headers
@@ -33,8 +34,11 @@ class GatewayRuntime:
     def __init__(self, settings: Settings, *, table: RouteTable | None = None) -> None:
         self.settings = settings
         self.table = table or RouteTable()
-        self.upstream_urls = settings.upstream_urls()
-        missing = self.table.upstreams() - self.upstream_urls.keys()
+        self.upstreams = {
+            name: Endpoints(name, urls, eject_seconds=settings.eject_seconds)
+            for name, urls in settings.upstream_urls().items()
+        }
+        missing = self.table.upstreams() - self.upstreams.keys()
         if missing:
             raise ValueError(f"the route table names upstreams without a URL setting: {sorted(missing)}")
         self.not_before = NotBeforeStore(settings.not_before_bucket)
@@ -72,7 +76,7 @@ class GatewayRuntime:
         self.openapi = OpenAPIAggregator(
             self.client,
             self.table,
-            self.upstream_urls,
+            self.upstreams,
             refresh_seconds=settings.openapi_refresh_seconds,
             timeout_seconds=settings.openapi_fetch_timeout_seconds,
         )
@@ -82,6 +86,9 @@ class GatewayRuntime:
     @property
     def jwks_loaded(self) -> bool:
         return bool(self.verifier.jwks.kids())
+
+    def upstream_state(self) -> dict[str, dict[str, Any]]:
+        return {name: endpoints.state() for name, endpoints in self.upstreams.items()}
 
     def readiness(self) -> dict[str, str]:
         return {

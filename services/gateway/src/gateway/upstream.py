@@ -12,7 +12,8 @@ redirects pass through; no cookies; HTTP/1.1 only (upstreams are uvicorn).
   later body chunk (a stalled upstream can never hang a request).
 - Failures are ``UpstreamFailure``: ``timeout`` (504) or ``unavailable`` (502). ``retryable`` means the
   request certainly was not processed (no connection, or the connection closed before any byte of
-  a response), so an idempotent request may be sent again.
+  a response), so an idempotent request may be sent again. ``unsent`` means no connection was made, so
+  not a byte of the request left: any request may go to another endpoint.
 - Flow control both ways: request bodies wait for the socket to drain; response bodies pause reading
   while more than 1 MiB is buffered and unread.
 """
@@ -39,19 +40,27 @@ _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
 class UpstreamFailure(Exception):
-    def __init__(self, kind: Literal["unavailable", "timeout"], detail: str, *, retryable: bool) -> None:
+    def __init__(
+        self,
+        kind: Literal["unavailable", "timeout"],
+        detail: str,
+        *,
+        retryable: bool,
+        unsent: bool = False,
+    ) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
-        self.retryable = retryable
+        self.retryable = retryable or unsent
+        self.unsent = unsent
 
 
-def _unavailable(detail: str, *, retryable: bool = False) -> UpstreamFailure:
-    return UpstreamFailure("unavailable", detail, retryable=retryable)
+def _unavailable(detail: str, *, retryable: bool = False, unsent: bool = False) -> UpstreamFailure:
+    return UpstreamFailure("unavailable", detail, retryable=retryable, unsent=unsent)
 
 
-def _timeout(detail: str, *, retryable: bool = False) -> UpstreamFailure:
-    return UpstreamFailure("timeout", detail, retryable=retryable)
+def _timeout(detail: str, *, retryable: bool = False, unsent: bool = False) -> UpstreamFailure:
+    return UpstreamFailure("timeout", detail, retryable=retryable, unsent=unsent)
 
 
 def _expire(future: asyncio.Future[None], detail: str) -> None:
@@ -325,11 +334,11 @@ class _HostPool:
         except TimeoutError:
             self.slots.release()
             raise _timeout(
-                "The upstream service did not accept the connection in time", retryable=True
+                "The upstream service did not accept the connection in time", unsent=True
             ) from None
         except OSError:
             self.slots.release()
-            raise _unavailable("The upstream service is unreachable", retryable=True) from None
+            raise _unavailable("The upstream service is unreachable", unsent=True) from None
         except BaseException:
             self.slots.release()
             raise
