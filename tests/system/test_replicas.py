@@ -235,7 +235,12 @@ def test_a_killed_api_replica_costs_no_request(replicated: Any, helpers: Any) ->
             po.post(
                 "/v1/projects",
                 201,
-                json={"client_id": client_id, "name": f"Failover {n}", "kind": "greenfield", "type": "service"},
+                json={
+                    "client_id": client_id,
+                    "name": f"Failover {n}",
+                    "kind": "greenfield",
+                    "type": "service",
+                },
             )
             for n in range(8)
         ]
