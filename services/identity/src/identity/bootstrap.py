@@ -4,6 +4,10 @@ Idempotent: if any admin exists, it does nothing. Otherwise it creates one from 
 (default ``admin@baton.local``) and ``BATON_ADMIN_PASSWORD``; without a password it generates one and
 prints it once (it is stored only as an Argon2id hash). Concurrent runs are serialized by an advisory lock.
 Exit codes: 0 done (created or already there), 2 refused (bad password, email taken by a non-admin).
+
+``--migrate`` first applies identity's migrations as the owner role (``identity.migrate``:
+``BATON_IDENTITY_DATABASE_OWNER_URL``), granting the runtime role its share; the administrator is then
+created through ``BATON_DATABASE_URL``, as the service itself would.
 """
 
 from __future__ import annotations
@@ -115,7 +119,9 @@ async def _run(run_migrations: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m identity.bootstrap", description=__doc__)
-    parser.add_argument("--migrate", action="store_true", help="apply identity's migrations first")
+    parser.add_argument(
+        "--migrate", action="store_true", help="apply identity's migrations first, as the schema's owner role"
+    )
     args = parser.parse_args(argv)
     return asyncio.run(_run(args.migrate))
 

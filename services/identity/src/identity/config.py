@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import BaseServiceSettings
@@ -19,7 +19,8 @@ def _env(name: str) -> str:
 
 
 class Settings(BaseServiceSettings):
-    """Token lifetimes, signing keys, login backoff, the not-before bucket and an optional external issuer.
+    """Token lifetimes, signing keys, login backoff, the not-before bucket, an optional external issuer,
+    and the owner role that runs the migrations.
 
     Every field can also be passed by name (tests build ``Settings(access_token_ttl_seconds=60)``).
     """
@@ -30,6 +31,21 @@ class Settings(BaseServiceSettings):
 
     service_name: str = "identity"
     port: int = Field(default=8001, validation_alias=_env("PORT"))
+
+    # Migrations (``python -m identity.migrate``, ``python -m identity.bootstrap --migrate``) run as the
+    # schema's owner role and then grant the runtime role its share, as ``python -m shared.migrations``
+    # does. Without an owner URL they run with ``BATON_DATABASE_URL`` (then the owner's, as in the
+    # migration init container).
+    database_owner_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("DATABASE_OWNER_URL"),
+        description="Postgres URL of the schema's owner role, used only to run the migrations",
+    )
+    database_runtime_role: str | None = Field(
+        default=None,
+        description="Role granted its privileges after the migrations "
+        "(default with an owner URL: the user of BATON_DATABASE_URL)",
+    )
 
     # Tokens. Access tokens live at most 15 minutes (the gateway's not-before covers the rest).
     access_token_ttl_seconds: int = Field(

@@ -15,11 +15,7 @@ from shared.http import LimitParam, Page, SessionDep, etag_for, problems
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1/clients/{client_id}/agents",
-    tags=["agents"],
-    responses=problems(400, 401, 403, 404, 409, 412, 413, 422),
-)
+router = APIRouter(prefix="/v1/clients/{client_id}/agents", tags=["agents"])
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -30,7 +26,7 @@ def _with_secret(agent: object, secret: str, response: Response) -> AgentWithSec
     )
 
 
-@router.get("", response_model=Page[AgentRead])
+@router.get("", response_model=Page[AgentRead], responses=problems(400, 401, 403, 404, 422))
 async def list_agents(
     client_id: uuid.UUID,
     session: SessionDep,
@@ -47,7 +43,12 @@ async def list_agents(
     )
 
 
-@router.post("", response_model=AgentWithSecret, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=AgentWithSecret,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(400, 401, 403, 404, 413, 422),
+)
 async def create_agent(
     client_id: uuid.UUID, body: AgentCreate, session: SessionDep, caller: Caller, response: Response
 ) -> AgentWithSecret:
@@ -55,7 +56,7 @@ async def create_agent(
     return _with_secret(agent, secret, response)
 
 
-@router.get("/{agent_id}", response_model=AgentRead)
+@router.get("/{agent_id}", response_model=AgentRead, responses=problems(401, 403, 404, 422))
 async def read_agent(
     client_id: uuid.UUID, agent_id: uuid.UUID, session: SessionDep, caller: Caller, response: Response
 ) -> AgentRead:
@@ -64,7 +65,7 @@ async def read_agent(
     return AgentRead.model_validate(agent)
 
 
-@router.patch("/{agent_id}", response_model=AgentRead)
+@router.patch("/{agent_id}", response_model=AgentRead, responses=problems(400, 401, 403, 404, 412, 413, 422))
 async def update_agent(
     client_id: uuid.UUID,
     agent_id: uuid.UUID,
@@ -81,7 +82,9 @@ async def update_agent(
     return AgentRead.model_validate(agent)
 
 
-@router.post("/{agent_id}/rotate-secret", response_model=AgentWithSecret)
+@router.post(
+    "/{agent_id}/rotate-secret", response_model=AgentWithSecret, responses=problems(401, 403, 404, 422)
+)
 async def rotate_secret(
     client_id: uuid.UUID, agent_id: uuid.UUID, session: SessionDep, caller: Caller, response: Response
 ) -> AgentWithSecret:
@@ -89,7 +92,7 @@ async def rotate_secret(
     return _with_secret(agent, secret, response)
 
 
-@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 403, 404, 422))
 async def delete_agent(
     client_id: uuid.UUID, agent_id: uuid.UUID, session: SessionDep, caller: Caller
 ) -> None:

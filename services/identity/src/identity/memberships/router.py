@@ -14,16 +14,12 @@ from shared.http import LimitParam, Page, SessionDep, problems
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1/clients/{client_id}/members",
-    tags=["memberships"],
-    responses=problems(
-        400, 401, 403, 404, 409, 413, 422, described={409: "The last product owner of the client"}
-    ),
-)
+router = APIRouter(prefix="/v1/clients/{client_id}/members", tags=["memberships"])
+# Only a platform admin may demote or remove a client's last product owner.
+_LAST_OWNER = {409: "The last product owner of the client"}
 
 
-@router.get("", response_model=Page[MembershipRead])
+@router.get("", response_model=Page[MembershipRead], responses=problems(400, 401, 403, 404, 422))
 async def list_members(
     client_id: uuid.UUID,
     session: SessionDep,
@@ -41,7 +37,10 @@ async def list_members(
 @router.put(
     "/{user_id}",
     response_model=MembershipRead,
-    responses={201: {"model": MembershipRead, "description": "Membership created"}},
+    responses={
+        201: {"model": MembershipRead, "description": "Membership created"},
+        **problems(400, 401, 403, 404, 409, 413, 422, described=_LAST_OWNER),
+    },
 )
 async def put_member(
     client_id: uuid.UUID,
@@ -59,7 +58,11 @@ async def put_member(
     return MembershipRead.model_validate(membership)
 
 
-@router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(401, 403, 404, 409, 422, described=_LAST_OWNER),
+)
 async def remove_member(
     client_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, caller: Caller
 ) -> None:

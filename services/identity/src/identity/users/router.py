@@ -19,24 +19,10 @@ from shared.http import LimitParam, Page, SessionDep, etag_for, problems
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1/users",
-    tags=["users"],
-    responses=problems(
-        400,
-        401,
-        403,
-        404,
-        409,
-        412,
-        413,
-        422,
-        described={409: "The email is taken, or the last administrator"},
-    ),
-)
+router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
-@router.get("", response_model=Page[UserRead])
+@router.get("", response_model=Page[UserRead], responses=problems(400, 401, 403, 422))
 async def list_users(
     session: SessionDep,
     _: AdminCaller,
@@ -51,7 +37,12 @@ async def list_users(
     )
 
 
-@router.post("", response_model=UserRead, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(400, 401, 403, 409, 413, 422, described={409: "A user with this email exists"}),
+)
 async def create_user(
     body: UserCreate, session: SessionDep, caller: AdminCaller, ctx: ContextDep
 ) -> UserRead:
@@ -59,7 +50,11 @@ async def create_user(
     return UserRead.model_validate(user)
 
 
-@router.get("/me", response_model=UserMeRead)
+@router.get(
+    "/me",
+    response_model=UserMeRead,
+    responses=problems(401, 404, described={404: "The caller is an agent, not a user"}),
+)
 async def read_me(session: SessionDep, caller: Caller, response: Response) -> UserMeRead:
     if caller.kind != "user":
         raise UserNotFound("Agents are not users; see the agent in its client")
@@ -74,14 +69,31 @@ async def read_me(session: SessionDep, caller: Caller, response: Response) -> Us
     )
 
 
-@router.get("/{user_id}", response_model=UserRead)
+@router.get("/{user_id}", response_model=UserRead, responses=problems(401, 404, 422))
 async def read_user(user_id: uuid.UUID, session: SessionDep, caller: Caller, response: Response) -> UserRead:
     user = await service.get_visible_user(session, user_id, caller)
     response.headers["ETag"] = etag_for(user.version)
     return UserRead.model_validate(user)
 
 
-@router.patch("/{user_id}", response_model=UserRead)
+@router.patch(
+    "/{user_id}",
+    response_model=UserRead,
+    responses=problems(
+        400,
+        401,
+        403,
+        404,
+        409,
+        412,
+        413,
+        422,
+        described={
+            403: "Only administrators change status or admin rights",
+            409: "The last active administrator cannot be demoted or disabled",
+        },
+    ),
+)
 async def update_user(
     user_id: uuid.UUID,
     body: UserUpdate,
