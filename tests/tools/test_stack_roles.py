@@ -152,7 +152,7 @@ async def test_a_baton_dir_from_before_the_owner_roles_is_handed_over_once(setup
     # has only what the audit service grants it.
     assert tuple(privileges[0]) == (True, False, True)
     rows = await setup.fetch("SELECT version_num FROM audit.alembic_version")
-    assert rows[0][0] == "0002"
+    assert rows[0][0] == "0003"
 
 
 async def test_a_baton_dir_where_documents_ran_ddl_is_handed_over_once(setup):
@@ -198,7 +198,7 @@ async def test_a_baton_dir_where_documents_ran_ddl_is_handed_over_once(setup):
         runtime,
         owner,
     )
-    assert tuple(rows[0]) == (False, "0002")
+    assert tuple(rows[0]) == (False, "0003")
     conn = await asyncpg.connect(
         _plain(stack.service_url(DOCUMENTS)), server_settings={"search_path": "documents"}
     )

@@ -79,7 +79,7 @@ async def test_migration_matches_the_models(fresh_schema, database_url):
     schema, engine = await fresh_schema("docmig")
     await upgrade(database_url, MIGRATIONS, schema)
     await upgrade(database_url, MIGRATIONS, schema)  # idempotent
-    assert await current_revision(database_url, schema) == "0002"
+    assert await current_revision(database_url, schema) == "0003"
     migrated = await _catalog(engine, schema)
 
     model_schema, model_engine = await fresh_schema("docmod", Base.metadata)

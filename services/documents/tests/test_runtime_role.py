@@ -17,6 +17,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +28,7 @@ from documents.index.partitions import PARTITIONED_TABLES, partition_name
 from sqlalchemy.exc import DBAPIError
 
 from shared.db import create_engine
+from shared.messaging import prune_inbox
 from shared.migrations import upgrade
 
 from . import test_project_events, test_search
@@ -343,6 +345,27 @@ async def test_an_upgrade_run_by_a_superuser_hands_the_partitions_over_itself(ro
     await roles.run(roles.superuser_url, f'REVOKE "{roles.owner}" FROM "{roles.runtime}"')
     await roles.migrate(url=roles.superuser_url)
     await _check_adopted(roles, chunk)
+
+
+async def test_the_runtime_role_prunes_the_inbox_of_a_schema_from_before_the_horizon(roles):
+    """A schema migrated before ``inbox_horizon`` existed gets it from 0003; the runtime role records
+    horizons (insert, then update) and deletes inbox rows, all pruning needs."""
+    await roles.migrate("0002")
+    await roles.run(roles.owner_url, "DROP TABLE inbox_horizon")  # 0001 creates it since
+    await roles.migrate()
+    await roles.run(
+        roles.runtime_url,
+        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES "
+        "('documents-x', gen_random_uuid(), now() - interval '30 days'), ('documents-x', gen_random_uuid(), now())",
+    )
+    engine = create_engine(roles.runtime_url, schema=roles.schema, pool_size=1)
+    try:
+        first = await prune_inbox(engine, "documents-x", retention=timedelta(days=14))
+        second = await prune_inbox(engine, "documents-x", retention=timedelta(days=14))
+    finally:
+        await engine.dispose()
+    assert (first.deleted, second.deleted) == (1, 0)
+    assert second.horizon >= first.horizon
 
 
 # -- the package's partition work, again, as the runtime role -------------------------------------------------

@@ -45,7 +45,7 @@ async def test_migrations_match_the_models(fresh_schema: Any, database_url: str)
     migrated_schema, migrated = await fresh_schema("identity_mig")
     await upgrade(database_url, MIGRATIONS_DIR, migrated_schema)
     await upgrade(database_url, MIGRATIONS_DIR, migrated_schema)  # idempotent
-    assert await current_revision(database_url, migrated_schema) == "0001"
+    assert await current_revision(database_url, migrated_schema) == "0002"
     _, modelled = await fresh_schema("identity_mod", metadata)
     async with migrated.connect() as conn:
         from_migrations = await conn.run_sync(describe)

@@ -47,7 +47,7 @@ async def test_migrations_match_the_models(fresh_schema, database_url):
     schema, engine = await fresh_schema("projmig")
     await upgrade(database_url, MIGRATIONS, schema)
     await upgrade(database_url, MIGRATIONS, schema)  # idempotent
-    assert await current_revision(database_url, schema) == "0001"
+    assert await current_revision(database_url, schema) == "0002"
 
     async with engine.connect() as conn:
         diff = await conn.run_sync(_diff, schema)
@@ -62,6 +62,7 @@ async def test_migrations_match_the_models(fresh_schema, database_url):
         "outbox",
         "outbox_state",
         "inbox",
+        "inbox_horizon",
         "dead_letters",
     }
     # The same indexes (partial and expression ones included) and constraints as the models build.

@@ -45,7 +45,7 @@ async def test_migrations_match_the_models(fresh_schema, database_url):
     schema, engine = await fresh_schema("wfmig")
     await upgrade(database_url, MIGRATIONS, schema)
     await upgrade(database_url, MIGRATIONS, schema)  # idempotent
-    assert await current_revision(database_url, schema) == "0001"
+    assert await current_revision(database_url, schema) == "0002"
     async with engine.connect() as conn:
         assert await conn.run_sync(_diff, schema) == []
         tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names(schema=schema)))
@@ -61,6 +61,7 @@ async def test_migrations_match_the_models(fresh_schema, database_url):
         "outbox",
         "outbox_state",
         "inbox",
+        "inbox_horizon",
         "dead_letters",
     }
     model_schema, model_engine = await fresh_schema("wfmod", Base.metadata)

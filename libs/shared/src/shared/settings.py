@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_SECRET", "BaseServiceSettings", "Environment", "settings_env_vars"]
+__all__ = ["DEV_SECRET", "BaseServiceSettings", "Environment", "InboxSettings", "settings_env_vars"]
 
 Environment = Literal["development", "test", "production"]
 
 # The one well-known placeholder; accepted only where nothing real is at stake.
 DEV_SECRET = "baton-development-secret-change-me"
+
+# The consumers' inbox pruning (shared.messaging.inbox): declared once, read by both settings classes below.
+InboxRetentionDays = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=36_500,
+        allow_inf_nan=False,
+        description="Days a consumer's inbox keeps applied event ids (> 0); a re-created consumer starts there",
+    ),
+]
+InboxPruneIntervalSeconds = Annotated[
+    float,
+    Field(ge=0, allow_inf_nan=False, description="Seconds between a worker's inbox prunes, ±10% (0: never)"),
+]
 
 
 class BaseServiceSettings(BaseSettings):
@@ -67,6 +82,8 @@ class BaseServiceSettings(BaseSettings):
     worker_health_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of a worker's /healthz and /readyz (off when unset)"
     )
+    inbox_retention_days: InboxRetentionDays = 14.0
+    inbox_prune_interval_seconds: InboxPruneIntervalSeconds = 3600.0
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP endpoint for traces (off when unset)"
@@ -96,6 +113,19 @@ class BaseServiceSettings(BaseSettings):
             if isinstance(value, SecretStr):
                 out.append((name, value.get_secret_value()))
         return out
+
+
+class InboxSettings(BaseSettings):
+    """Only the inbox pruning variables of ``BaseServiceSettings``, with the same names, defaults and checks.
+
+    What a ``ConsumerRunner`` reads when it is not handed a policy, so every worker follows the variables
+    without passing its settings to each runner.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore", env_file=None)
+
+    inbox_retention_days: InboxRetentionDays = 14.0
+    inbox_prune_interval_seconds: InboxPruneIntervalSeconds = 3600.0
 
 
 def settings_env_vars(cls: type[BaseSettings]) -> dict[str, tuple[str, object, str]]:

@@ -8,6 +8,7 @@ A producer calls ``emit(session, event, ...)`` inside its business transaction; 
 from shared.messaging.consumer import ConsumerRunner, ConsumerStats, Handler, dead_letter_count, typed_handler
 from shared.messaging.envelope import Actor, ActorKind, Envelope, from_nats, to_nats
 from shared.messaging.errors import PoisonMessage, TransientError, UnregisteredEvent
+from shared.messaging.inbox import InboxPruning, PruneResult, inbox_horizon_of, prune_inbox
 from shared.messaging.outbox import (
     NOTIFY_CHANNEL,
     MessagingTables,
@@ -30,9 +31,11 @@ __all__ = [
     "ConsumerStats",
     "Envelope",
     "Handler",
+    "InboxPruning",
     "MessagingTables",
     "OutboxRelay",
     "PoisonMessage",
+    "PruneResult",
     "RelayStats",
     "ReplayError",
     "Runnable",
@@ -46,7 +49,9 @@ __all__ = [
     "ensure_consumer",
     "ensure_stream",
     "from_nats",
+    "inbox_horizon_of",
     "messaging_tables_ddl",
+    "prune_inbox",
     "replay_subject",
     "request_replay",
     "run_worker",

@@ -18,6 +18,10 @@ Outcomes, settled after the commit:
 - The batch cannot be committed (database down): every message is nak'ed with a delay and comes back.
 
 Handlers must not commit or roll back the session themselves.
+
+The inbox is pruned periodically (``InboxPruning``: every hour, rows older than 14 days by default) and a
+consumer missing on the server is created at its inbox horizon, so the events whose rows are gone are not
+delivered again (``shared.messaging.inbox``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, TypeVar
 
 import nats
@@ -47,6 +53,13 @@ from shared.db import new_id, transaction
 from shared.events.catalog import Event
 from shared.messaging.envelope import Envelope, from_nats
 from shared.messaging.errors import PoisonMessage
+from shared.messaging.inbox import (
+    InboxPruning,
+    PruneResult,
+    inbox_horizon_of,
+    prune_inbox,
+    unacknowledged_since,
+)
 from shared.messaging.outbox import dead_letters, inbox
 from shared.messaging.relay import DB_ERRORS, Backoff
 from shared.messaging.streams import ensure_consumer
@@ -87,6 +100,7 @@ class ConsumerStats:
     dead_lettered: int = 0
     resubscribes: int = 0
     kept_alive: int = 0  # in-progress signals sent for slow batches
+    inbox_pruned: int = 0  # inbox rows deleted by this runner's prunes
 
 
 class ConsumerRunner:
@@ -98,6 +112,9 @@ class ConsumerRunner:
     repeats). ``ack_wait`` is how long a crashed worker's message waits before redelivery: while a batch
     is being applied its messages are kept in progress (``+WPI`` every third of ``ack_wait``), so a slow
     handler is never redelivered under its own feet and ``ack_wait`` can stay short.
+
+    ``inbox_pruning`` says how ``run`` prunes the consumer's inbox; by default it follows
+    ``BATON_INBOX_RETENTION_DAYS`` and ``BATON_INBOX_PRUNE_INTERVAL_SECONDS`` (``BaseServiceSettings``).
     """
 
     def __init__(
@@ -115,6 +132,7 @@ class ConsumerRunner:
         ack_wait: float = 30.0,
         fetch_timeout: float = 1.0,
         max_reconnect_backoff: float = 5.0,
+        inbox_pruning: InboxPruning | None = None,
     ) -> None:
         if not backoff:
             raise ValueError("backoff needs at least one delay")
@@ -130,6 +148,7 @@ class ConsumerRunner:
         self.ack_wait = ack_wait
         self.fetch_timeout = fetch_timeout
         self.max_reconnect_backoff = max_reconnect_backoff
+        self.inbox_pruning = inbox_pruning if inbox_pruning is not None else InboxPruning.from_env()
         self.stats = ConsumerStats()
         self._stopping = asyncio.Event()
         self._nc: NATS | None = None
@@ -146,8 +165,9 @@ class ConsumerRunner:
 
     async def run(self) -> None:
         """Fetch and process until ``stop()`` (also if it came first); survives NATS restarts and database
-        outages."""
+        outages. Prunes the inbox on the side while it runs."""
         backoff = Backoff(maximum=self.max_reconnect_backoff)
+        pruning = asyncio.create_task(self._prune_periodically()) if self.inbox_pruning.enabled else None
         try:
             while not self._stopping.is_set():
                 try:
@@ -171,6 +191,10 @@ class ConsumerRunner:
                     log.warning("consumer %s: database unavailable (%s)", self.consumer, exc)
                     await self._sleep(backoff.next())
         finally:
+            if pruning is not None:
+                pruning.cancel()  # a batch cut short is rolled back; the next prune deletes it
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
             await self.close()
 
     async def start(self) -> None:
@@ -232,6 +256,39 @@ class ConsumerRunner:
             await self._settle(msg, outcome)
         return len(msgs)
 
+    async def prune_inbox(self) -> PruneResult | None:
+        """Prune this consumer's inbox now (``run`` does it every ``inbox_pruning.interval``).
+
+        The horizon stops at the oldest message the consumer may not have acknowledged, so, created again,
+        it would still get every message it had not applied. Nothing is pruned (``None``) while that cannot
+        be known: not connected to NATS, or the consumer is not on the server.
+        """
+        js = self._js
+        if js is None:
+            return None
+        try:
+            pending_since = await unacknowledged_since(js, self.stream, self.consumer, self.subjects)
+        except NotFoundError:
+            return None
+        policy = self.inbox_pruning
+        result = await prune_inbox(
+            self.session_factory,
+            self.consumer,
+            retention=policy.retention,
+            margin=policy.margin,
+            batch=policy.batch,
+            not_after=pending_since,
+        )
+        self.stats.inbox_pruned += result.deleted
+        if result.deleted:
+            log.info(
+                "consumer %s: pruned %d inbox rows (horizon %s)",
+                self.consumer,
+                result.deleted,
+                result.horizon.isoformat(),
+            )
+        return result
+
     # -- NATS plumbing ------------------------------------------------------------------------------
 
     async def _subscribe(self) -> None:
@@ -249,6 +306,7 @@ class ConsumerRunner:
             max_deliver=self.max_deliver + _DEAD_LETTER_HEADROOM,
             ack_wait=self.ack_wait,
             max_ack_pending=max(1000, self.batch * 2),
+            start_time=self._inbox_horizon,
         )
         self._sub = await self._js.pull_subscribe_bind(
             durable=self.consumer,
@@ -257,6 +315,24 @@ class ConsumerRunner:
             pending_bytes_limit=512 * 1024 * 1024,
         )
         self._resubscribe = False
+
+    async def _inbox_horizon(self) -> datetime | None:
+        """Where the consumer starts when it has to be created: the events before were applied and their
+        inbox rows may be gone. Without a horizon it starts at the stream's first message."""
+        return await inbox_horizon_of(self.session_factory, self.consumer)
+
+    async def _prune_periodically(self) -> None:
+        interval = self.inbox_pruning.interval
+        delay = interval * random.uniform(0.0, 0.1)  # replicas started together do not prune together
+        while True:
+            await self._sleep(delay)
+            if self._stopping.is_set():
+                return
+            try:
+                await self.prune_inbox()
+            except Exception as exc:  # the database or NATS is away: the next round prunes
+                log.warning("consumer %s: inbox not pruned (%r)", self.consumer, exc)
+            delay = interval * random.uniform(0.9, 1.1)
 
     async def _keep_in_progress(self, msgs: list[Msg]) -> None:
         """Tell the server, every third of ``ack_wait``, that the batch is still being worked on."""

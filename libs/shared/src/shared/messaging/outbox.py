@@ -10,6 +10,8 @@ Tables (unqualified: the connection's search path picks the service's schema):
   order. ``sequence`` (gap-free per service) is set by the relay before publishing and never changes.
 - ``outbox_state``: a single row, the relay's sequence counter and who holds the relay lock.
 - ``inbox``: (consumer, event_id) of every event a consumer has applied: the idempotency record.
+- ``inbox_horizon``: per consumer, the time before which its inbox may have been pruned
+  (``shared.messaging.inbox``); a consumer created again starts there instead of at the stream's start.
 - ``dead_letters``: messages a consumer gave up on, with the raw headers and body, so none is dropped.
 
 A service either adds the tables to its own ``MetaData`` (``add_messaging_tables``) so Alembic autogenerate
@@ -63,6 +65,7 @@ __all__ = [
     "drop_messaging_tables",
     "emit",
     "inbox",
+    "inbox_horizon",
     "messaging_tables_ddl",
     "outbox",
     "outbox_state",
@@ -111,6 +114,14 @@ inbox = Table(
     Index("ix_inbox_processed_at", "processed_at"),
 )
 
+# Never moves back: rows of events processed before ``pruned_before`` (minus a margin) may be gone.
+inbox_horizon = Table(
+    "inbox_horizon",
+    _metadata,
+    Column("consumer", Text, primary_key=True),
+    Column("pruned_before", DateTime(timezone=True), nullable=False),
+)
+
 dead_letters = Table(
     "dead_letters",
     _metadata,
@@ -129,7 +140,7 @@ dead_letters = Table(
     UniqueConstraint("consumer", "stream_sequence"),
 )
 
-_TABLES = (outbox, outbox_state, inbox, dead_letters)
+_TABLES = (outbox, outbox_state, inbox, dead_letters, inbox_horizon)
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,7 @@ class MessagingTables:
     outbox_state: Table
     inbox: Table
     dead_letters: Table
+    inbox_horizon: Table
 
 
 def add_messaging_tables(metadata: MetaData) -> MessagingTables:

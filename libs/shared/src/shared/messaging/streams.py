@@ -2,14 +2,15 @@
 
 Declarations are idempotent (create, or update when the desired configuration changed), so every relay and
 every consumer declares what it needs at start-up and after a broker restart, and no separate setup step
-can be forgotten.
+can be forgotten. Where a consumer starts is decided once, when it is created: the server refuses to change
+a consumer's deliver policy or start time, and an update keeps what the consumer was created with.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # nats-server's "stream name already in use" (a concurrent creator won the race).
 _STREAM_NAME_IN_USE = 10058
+# nats-server's "consumer not found" (as opposed to the stream not being there).
+_CONSUMER_NOT_FOUND = 10014
 
 
 def stream_name(service: str) -> str:
@@ -118,6 +121,7 @@ async def ensure_consumer(
     backoff: Sequence[float] | None = None,
     ack_wait: float | timedelta = 30.0,
     max_ack_pending: int = 1000,
+    start_time: Callable[[], Awaitable[datetime | None]] | None = None,
 ) -> ConsumerInfo:
     """Declare (or update) a durable pull consumer with explicit acks.
 
@@ -125,6 +129,10 @@ async def ensure_consumer(
     redelivered. ``backoff``, when given, replaces ``ack_wait`` for successive redeliveries on the server
     side; ``ConsumerRunner`` leaves it unset and applies its backoff through ``nak(delay)`` instead, so
     slow handlers are not redelivered while still running.
+
+    ``start_time`` is awaited only when the consumer does not exist yet: a time makes the new consumer
+    deliver from the first message stored at or after it (``DeliverPolicy.BY_START_TIME``), ``None`` from
+    the stream's first message. An existing consumer keeps where it was created to start.
     """
     subjects = list(filter_subjects)
     config = ConsumerConfig(
@@ -139,4 +147,40 @@ async def ensure_consumer(
         filter_subject=subjects[0] if len(subjects) == 1 else None,
         filter_subjects=subjects if len(subjects) > 1 else None,
     )
+    current = await _consumer_info(js, stream, durable)
+    if current is None:
+        start = None if start_time is None else await start_time()
+        if start is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = start
+        try:
+            created = await js.add_consumer(stream, config)
+        except BadRequestError:
+            # Created meanwhile by another replica with another start: update that one instead.
+            current = await _consumer_info(js, stream, durable)
+            if current is None:
+                raise
+        else:
+            if start is not None:
+                log.info(
+                    "created consumer %s on %s delivering from %s: earlier messages are not delivered",
+                    durable,
+                    stream,
+                    start.isoformat(),
+                )
+            return created
+    config.deliver_policy = current.config.deliver_policy
+    config.opt_start_time = current.config.opt_start_time
+    config.opt_start_seq = current.config.opt_start_seq
     return await js.add_consumer(stream, config)
+
+
+async def _consumer_info(js: JetStreamContext, stream: str, durable: str) -> ConsumerInfo | None:
+    """The consumer, or ``None`` when the stream has no such consumer (a missing stream raises)."""
+    try:
+        info: ConsumerInfo = await js.consumer_info(stream, durable)
+    except NotFoundError as exc:
+        if exc.err_code != _CONSUMER_NOT_FOUND:
+            raise
+        return None
+    return info
