@@ -5,8 +5,9 @@ and one NATS: what must hold when work is shared.
 - both replicas of a consumer pull from the same durable consumer (the work is shared, not doubled);
 - a task claimed at the same moment through both gateways, by two agents, goes to exactly one;
 - the audit chains stay gap-free, each producer's events in its own order, and verify;
-- an API replica killed with SIGKILL costs no request, not even a POST: every gateway routes to both
-  replicas and sends a request whose connection is refused to the other one.
+- once the gateways have seen an API replica killed with SIGKILL go (its connections closed), it costs
+  no request, not even a POST: every gateway routes to both replicas and sends a request whose
+  connection is refused to the other one. A request already sent to it when it died still fails.
 
 The journey (test_journey.py) runs on the same replicated platform, its requests spread over both gateways.
 """

@@ -49,6 +49,30 @@ def test_endpoints_take_turns_and_one_set_aside_is_tried_last_until_due_back():
     assert endpoints.state()["ejections"] == 3
 
 
+def test_the_turns_go_round_the_endpoints_in_service_evenly():
+    endpoints = Endpoints("workflows", ["http://a", "http://b", "http://c"], eject_seconds=5, clock=_Clock())
+    endpoints.failed("http://b")
+    firsts = [endpoints.order()[0] for _ in range(10)]
+    assert firsts.count("http://a") == firsts.count("http://c") == 5
+
+
+@pytest.mark.parametrize(
+    ("order", "current", "refused", "expected"),
+    [
+        ("ab", 0, "", 1),  # sent once to a: again to b
+        ("ab", 1, "a", 1),  # a refused, b took it and broke off: b again, never a
+        ("abc", 1, "a", 2),
+        ("abc", 2, "a", 1),
+        ("ab", 0, "ab", 0),  # every one refused: where it was
+        ("a", 0, "a", 0),
+    ],
+)
+def test_a_resend_avoids_endpoints_that_refused_the_request(order, current, refused, expected):
+    from gateway.proxy import _resend_index
+
+    assert _resend_index(list(order), current, set(refused)) == expected
+
+
 def test_one_endpoint_is_a_pass_through():
     endpoints = Endpoints("audit", ["http://a"], eject_seconds=5)
     endpoints.failed("http://a")
@@ -64,6 +88,8 @@ def test_one_endpoint_is_a_pass_through():
         "https://a:1",
         "http://a:1,http://a:1",
         "http://a:1?x=1",
+        "http://a:abc",
+        "http://a:70000",
     ],
 )
 def test_bad_upstream_lists_are_refused(value):
@@ -98,17 +124,23 @@ async def test_requests_take_turns_over_the_endpoints(start_gateway, auth, upstr
 async def test_a_refused_connection_moves_any_request_to_the_next_endpoint(
     start_gateway, auth, upstreams, dead_url
 ):
-    server = start_gateway(workflows_url=f"{dead_url},{upstreams.url('workflows')}", eject_seconds=60)
     body = bytes(range(256)) * 800  # over buffer_bytes: streamed, so it can be sent only once
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+    urls = f"{dead_url},{upstreams.url('workflows')}"
+    async with httpx.AsyncClient(timeout=10) as c:
+        # Set aside for a millisecond only: the turns alternate, so every other request meets the refusal.
+        server = start_gateway(workflows_url=urls, eject_seconds=0.001)
+        for _ in range(4):
+            streamed = await c.post(server.url + TASKS, headers=auth(), content=body)
+            assert streamed.status_code == 200, streamed.text
+            assert streamed.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        assert (await c.get(server.url + "/readyz")).json()["upstreams"]["workflows"]["ejections"] >= 2
+
+        server = start_gateway(workflows_url=urls, eject_seconds=60)
         for _ in range(6):
-            response = await c.post(TASKS, headers=auth(), json={"a": 1})
+            response = await c.post(server.url + TASKS, headers=auth(), json={"a": 1})
             assert response.status_code == 200, response.text
             assert response.json()["upstream"] == "workflows"
-        streamed = await c.post(TASKS, headers=auth(), content=body)
-        assert streamed.status_code == 200
-        assert streamed.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
-        state = (await c.get("/readyz")).json()
+        state = (await c.get(server.url + "/readyz")).json()
     assert state["upstreams"]["workflows"] == {"endpoints": 2, "set_aside": [dead_url], "ejections": 1}
     assert state["upstreams"]["audit"]["set_aside"] == []
 

@@ -189,6 +189,45 @@ async def test_not_after_caps_the_horizon_and_what_is_deleted(db):
     assert result.deleted == 1  # the 6-day-old row is after the capped horizon: kept
 
 
+async def test_a_prune_called_off_after_the_horizon_deletes_nothing(db):
+    await add_rows(db, CONSUMER, timedelta(days=20))
+
+    async def changed() -> bool:
+        return False
+
+    result = await prune_inbox(db.sessions, CONSUMER, retention=timedelta(days=14), before_delete=changed)
+    assert result.deleted == 0
+    assert len(await kept(db, CONSUMER)) == 1
+    assert await inbox_horizon_of(db.sessions, CONSUMER) == result.horizon
+
+
+async def test_rows_stay_when_the_consumer_is_created_again_while_the_runner_prunes(db, nats_url, js):
+    runner = runner_for(db, nats_url, Recorder(db))
+    await add_rows(db, CONSUMER, timedelta(days=30))
+    try:
+        await runner.start()
+        assert runner._js is not None
+        read = runner._js.consumer_info
+        calls = 0
+
+        async def racing_info(stream: str, durable: str) -> object:
+            nonlocal calls
+            calls += 1
+            info = await read(stream, durable)
+            if calls == 1:  # an operator deletes it; another replica creates it again at the old horizon
+                await js.delete_consumer(STREAM, CONSUMER)
+                await ensure_consumer(js, STREAM, CONSUMER, SUBJECTS)
+            return info
+
+        runner._js.consumer_info = racing_info  # type: ignore[method-assign]
+        result = await runner.prune_inbox()
+    finally:
+        await runner.close()
+    assert result is not None
+    assert result.deleted == 0
+    assert len(await kept(db, CONSUMER)) == 1
+
+
 async def test_more_rows_than_a_batch_are_deleted_batch_by_batch(db):
     await add_rows(db, CONSUMER, *[timedelta(days=20)] * 23, timedelta(days=1))
     result = await prune_inbox(db.sessions, CONSUMER, retention=timedelta(days=14), batch=5)
@@ -382,6 +421,19 @@ async def test_an_existing_consumer_keeps_its_start_when_declared_again(js):
     plain = await ensure_consumer(js, STREAM, CONSUMER, SUBJECTS, ack_wait=9)
     assert plain.config.deliver_policy == DeliverPolicy.BY_START_TIME
     assert plain.config.ack_wait == 9
+
+
+async def test_a_consumer_created_meanwhile_by_another_replica_is_updated_not_refused(js):
+    async def another_replica_first() -> datetime:
+        # Between this declaration's look and its create, another replica creates the consumer its way.
+        await ensure_consumer(js, STREAM, CONSUMER, SUBJECTS, ack_wait=5)
+        return datetime.fromisoformat("2026-03-01T12:00:00+00:00")
+
+    declared = await ensure_consumer(
+        js, STREAM, CONSUMER, SUBJECTS, ack_wait=8, start_time=another_replica_first
+    )
+    assert declared.config.deliver_policy == DeliverPolicy.ALL  # the one that won keeps its start
+    assert declared.config.ack_wait == 8
 
 
 async def test_a_missing_stream_is_reported_without_asking_for_a_start(clean_jetstream):

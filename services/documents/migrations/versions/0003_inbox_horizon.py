@@ -1,4 +1,4 @@
-"""The consumers' inbox horizon: table ``inbox_horizon`` next to ``inbox``.
+"""The consumers' inbox horizon (table ``inbox_horizon``), and ``inbox`` indexed for pruning.
 
 ``shared.messaging.inbox`` records there, per consumer, the time before which the consumer's inbox may have
 been pruned; a consumer created again on the server starts at that time. A schema created from revision
@@ -9,7 +9,7 @@ The runtime role gets SELECT, INSERT, UPDATE and DELETE on it with every other t
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-15
+Create Date: 2026-11-24
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("consumer", name="pk_inbox_horizon"),
         if_not_exists=True,
     )
+    # Prunes read one consumer's oldest rows.
+    op.drop_index("ix_inbox_processed_at", table_name="inbox", if_exists=True)
+    op.create_index(
+        "ix_inbox_consumer_processed_at", "inbox", ["consumer", "processed_at"], if_not_exists=True
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_inbox_consumer_processed_at", table_name="inbox", if_exists=True)
+    op.create_index("ix_inbox_processed_at", "inbox", ["processed_at"], if_not_exists=True)
     op.drop_table("inbox_horizon", if_exists=True)

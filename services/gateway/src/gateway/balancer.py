@@ -46,21 +46,19 @@ class Endpoints:
 
     def order(self) -> Sequence[str]:
         """Every endpoint once, in the order one request should try them."""
-        count = len(self.urls)
-        if count == 1:
+        if len(self.urls) == 1:
             return self.urls
-        start = self._turn
-        self._turn = (start + 1) % count
-        turn = [self.urls[(start + k) % count] for k in range(count)]
+        turn = self._turn
+        self._turn = turn + 1
         if not self._down:
-            return turn
+            return _rotated(self.urls, turn)
         now = self._clock()
         for url, until in list(self._down.items()):
             if until <= now:
                 del self._down[url]  # due back: tried again like any other
-        up = [url for url in turn if url not in self._down]
-        aside = sorted((url for url in turn if url in self._down), key=self._down.__getitem__)
-        return up + aside
+        up = [url for url in self.urls if url not in self._down]
+        aside = sorted(self._down, key=self._down.__getitem__)
+        return _rotated(up, turn) + aside  # the turns go round the endpoints in service only
 
     def failed(self, url: str) -> None:
         """No connection could be made to ``url``: set it aside."""
@@ -85,3 +83,10 @@ class Endpoints:
             "set_aside": sorted(url for url, until in self._down.items() if until > now),
             "ejections": self.ejections,
         }
+
+
+def _rotated(urls: Sequence[str], turn: int) -> list[str]:
+    if not urls:
+        return []
+    start = turn % len(urls)
+    return [*urls[start:], *urls[:start]]

@@ -103,6 +103,10 @@ def split_urls(value: str) -> tuple[str, ...]:
     urls = tuple(part.strip().rstrip("/") for part in value.split(","))
     for url in urls:
         parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise ValueError(f"an upstream URL has a bad port: {url!r}") from None
         if parts.scheme != "http" or not parts.hostname or parts.path or parts.query or parts.fragment:
             raise ValueError(f"an upstream URL must be http://host[:port]: {url!r}")
     if len(set(urls)) != len(urls):

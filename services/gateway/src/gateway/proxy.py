@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -257,10 +257,10 @@ class GatewayProxy:
         endpoints = self.rt.upstreams[route.upstream]
         order = endpoints.order()
         resend = method in IDEMPOTENT and not isinstance(body, _RequestBody)
-        tried = 0
+        refused: set[str] = set()
+        index = 0
         while True:
-            base_url = order[tried % len(order)]
-            tried += 1
+            base_url = order[index]
             try:
                 response = await self.rt.client.send(
                     base_url, method.encode(), target, forward, body, content_length=content_length
@@ -276,10 +276,13 @@ class GatewayProxy:
                     return None
                 if failure.unsent:
                     endpoints.failed(base_url)
-                    if tried < len(order):
+                    refused.add(base_url)
+                    if index + 1 < len(order):
+                        index += 1
                         continue
                 if failure.retryable and resend:
                     resend = False
+                    index = _resend_index(order, index, refused)
                     log.info("retrying %s %s once: %s", method, route.pattern, failure.detail)
                     continue
                 log.warning("upstream %s failed: %s", route.upstream, failure.detail)
@@ -413,3 +416,13 @@ def _bearer(inbound: Inbound) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return credential.decode("latin-1")
+
+
+def _resend_index(order: Sequence[str], current: int, refused: set[str]) -> int:
+    """Where a request that may have been received is sent once more: the next endpoint that did not refuse
+    its connection, else the one it was sent to."""
+    for step in range(1, len(order) + 1):
+        index = (current + step) % len(order)
+        if order[index] not in refused:
+            return index
+    return current

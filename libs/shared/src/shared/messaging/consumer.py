@@ -267,9 +267,21 @@ class ConsumerRunner:
         if js is None:
             return None
         try:
-            pending_since = await unacknowledged_since(js, self.stream, self.consumer, self.subjects)
+            info = await js.consumer_info(self.stream, self.consumer)
+            pending_since = await unacknowledged_since(
+                js, self.stream, self.consumer, self.subjects, info=info
+            )
         except NotFoundError:
             return None
+
+        async def same_consumer() -> bool:
+            # Deleted and created again (at the old horizon) since ``info`` was read: its rows stay.
+            try:
+                now = await js.consumer_info(self.stream, self.consumer)
+            except NotFoundError:
+                return False
+            return now.created == info.created
+
         policy = self.inbox_pruning
         result = await prune_inbox(
             self.session_factory,
@@ -278,6 +290,7 @@ class ConsumerRunner:
             margin=policy.margin,
             batch=policy.batch,
             not_after=pending_since,
+            before_delete=same_consumer,
         )
         self.stats.inbox_pruned += result.deleted
         if result.deleted:

@@ -16,7 +16,8 @@ from applying them twice. Deleting old rows is therefore paired with a per-consu
   skew under ``margin`` its row is kept.
 - ``ConsumerRunner`` caps the horizon at the stream time of the oldest message the consumer may not have
   acknowledged yet (``unacknowledged_since``), so a consumer that falls behind by more than the retention
-  and is then created again skips none of the messages it had not applied.
+  and is then created again skips none of the messages it had not applied. It also calls the deletion off
+  when the consumer was created again on the server while it pruned (its start may be the old horizon).
 
 Several replicas may prune the same consumer at once: the horizon is one row updated with ``greatest``,
 and each batch locks the rows it deletes with ``SKIP LOCKED``, so pruners never wait for each other (no
@@ -32,12 +33,13 @@ not applied before the horizon.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 from sqlalchemy import DateTime, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -112,12 +114,14 @@ async def prune_inbox(
     margin: timedelta = DEFAULT_MARGIN,
     batch: int = DEFAULT_PRUNE_BATCH,
     not_after: datetime | None = None,
+    before_delete: Callable[[], Awaitable[bool]] | None = None,
 ) -> PruneResult:
     """Raise ``consumer``'s horizon to ``now() - retention`` (or ``not_after``, if earlier; never lower
     than it was), then delete its inbox rows processed before that cutoff minus ``margin``.
 
     The horizon is committed before any row is deleted, so a crash in between leaves rows that are merely
-    kept longer. Rows are deleted ``batch`` at a time, one transaction each, until fewer than ``batch``
+    kept longer. ``before_delete``, awaited once the horizon is committed, may still call the deletion
+    off (``False``): the consumer changed under the pruner, so what capped the horizon no longer holds. Rows are deleted ``batch`` at a time, one transaction each, until fewer than ``batch``
     were left to this pruner (a concurrent one takes the rest).
     """
     if retention <= timedelta(0):
@@ -138,6 +142,8 @@ async def prune_inbox(
             },
         )
         horizon: datetime = (await conn.execute(upsert.returning(inbox_horizon.c.pruned_before))).scalar_one()
+    if before_delete is not None and not await before_delete():
+        return PruneResult(horizon=horizon, deleted=0)
     doomed = (
         select(inbox.c.event_id)
         .where(inbox.c.consumer == consumer, inbox.c.processed_at < cutoff - margin)
@@ -167,12 +173,18 @@ async def inbox_horizon_of(
 
 
 async def unacknowledged_since(
-    js: JetStreamContext, stream: str, durable: str, subjects: Sequence[str]
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    subjects: Sequence[str],
+    *,
+    info: ConsumerInfo | None = None,
 ) -> datetime | None:
     """The stream time of the oldest message of ``subjects`` the consumer may not have acknowledged yet
     (the first after its ack floor); ``None`` when it has nothing pending. Raises ``NotFoundError`` when
-    the consumer does not exist."""
-    info = await js.consumer_info(stream, durable)
+    the consumer does not exist. ``info``: the consumer's state, when already read."""
+    if info is None:
+        info = await js.consumer_info(stream, durable)
     if not info.num_pending and not info.num_ack_pending:
         return None
     after = (info.ack_floor.stream_seq if info.ack_floor is not None else 0) + 1

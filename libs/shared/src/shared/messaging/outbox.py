@@ -111,7 +111,7 @@ inbox = Table(
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("consumer", "event_id"),
-    Index("ix_inbox_processed_at", "processed_at"),
+    Index("ix_inbox_consumer_processed_at", "consumer", "processed_at"),  # a prune's oldest rows
 )
 
 # Never moves back: rows of events processed before ``pruned_before`` (minus a margin) may be gone.

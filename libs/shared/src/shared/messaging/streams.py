@@ -24,7 +24,7 @@ from nats.js.api import (
     StreamConfig,
     StreamInfo,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 __all__ = [
     "ensure_consumer",
@@ -155,8 +155,9 @@ async def ensure_consumer(
             config.opt_start_time = start
         try:
             created = await js.add_consumer(stream, config)
-        except BadRequestError:
-            # Created meanwhile by another replica with another start: update that one instead.
+        except APIError:
+            # Created meanwhile by another replica with another start (the server answers 400 or 500,
+            # "start time can not be updated"): update that one instead.
             current = await _consumer_info(js, stream, durable)
             if current is None:
                 raise
