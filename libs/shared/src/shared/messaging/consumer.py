@@ -280,7 +280,7 @@ class ConsumerRunner:
                 now = await js.consumer_info(self.stream, self.consumer)
             except NotFoundError:
                 return False
-            return now.created == info.created
+            return bool(now.created == info.created)
 
         policy = self.inbox_pruning
         result = await prune_inbox(
