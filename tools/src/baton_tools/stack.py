@@ -257,7 +257,10 @@ class Stack:
                 "BATON_NATS_URL": self.nats_url(),
                 "BATON_SECRET_KEY": self.secrets()["secret_key"],
                 "BATON_JWT_ISSUER": env.get("BATON_JWT_ISSUER", self.base_url("gateway")),
-                "BATON_JWKS_URL": f"{self.base_url('identity', replica)}/.well-known/jwks.json",
+                "BATON_JWKS_URL": ",".join(
+                    f"{self.base_url('identity', (replica + k) % self.replicas)}/.well-known/jwks.json"
+                    for k in range(self.replicas)
+                ),
                 "BATON_LOG_JSON": env.get("BATON_LOG_JSON", "true"),
                 "PYTHONUNBUFFERED": "1",
             }

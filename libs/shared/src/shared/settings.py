@@ -59,7 +59,7 @@ class BaseServiceSettings(BaseSettings):
     jwt_audience: str = Field(default="baton", description="Required `aud` of accepted tokens")
     jwks_url: str = Field(
         default="http://127.0.0.1:8001/.well-known/jwks.json",
-        description="Where the signing keys are fetched",
+        description="Where the signing keys are fetched; several URLs separated by commas are tried in turn",
     )
     jwt_algorithms: list[str] = Field(
         default_factory=lambda: ["Ed25519", "RS256"], description="Accepted signature algorithms (JSON list)"

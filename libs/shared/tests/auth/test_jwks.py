@@ -189,6 +189,30 @@ async def test_from_settings_uses_settings(tokens: TokenFactory, issuer) -> None
 def test_jwks_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="URL"):
         JWKSCache("file:///etc/passwd")
+    with pytest.raises(ValueError, match="URL"):
+        JWKSCache("http://identity.test/jwks.json,file:///etc/passwd")
+
+
+JWKS_URL = "http://identity.test/.well-known/jwks.json"  # where the stand-in issuer serves (conftest)
+
+
+async def test_several_urls_are_tried_in_turn_from_the_one_that_answered_last(
+    tokens: TokenFactory, issuer, clock
+) -> None:
+    down = "http://identity-2.test/.well-known/jwks.json"
+    async with JWKSCache(
+        f"{down}, {JWKS_URL}", refresh_cooldown_seconds=30, transport=issuer.transport(), clock=clock
+    ) as cache:
+        assert await cache.refresh() is True
+        assert cache.kids() == {tokens.current_kid}
+        assert cache.url == JWKS_URL
+        assert [str(r.url) for r in issuer.requests] == [down, JWKS_URL]  # the stand-in answers 404 there
+        assert await cache.refresh() is True
+        assert [str(r.url) for r in issuer.requests][2:] == [JWKS_URL]  # starts where it succeeded
+        issuer.down = True
+        assert await cache.refresh() is False
+        assert cache.kids() == {tokens.current_kid}  # the last good set stays
+        assert [str(r.url) for r in issuer.requests][3:] == [JWKS_URL, down]
 
 
 # --- parsing a key set -------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Contract:
 - while the issuer cannot be reached the last good set keeps being served until
   ``stale_max_seconds`` after the last successful fetch; after that verification fails closed
   (``KeySetUnavailable``);
+- ``url`` may list several URLs separated by commas (the replicas of an issuer with nothing in front of
+  them): a fetch tries them in turn, starting with the one that answered last, until one serves a set;
 - symmetric (``oct``) keys, encryption keys, keys without ``kid`` and ``kid`` values that appear twice
   are never used, so a JWKS can never enable HMAC verification or an ambiguous lookup.
 """
@@ -97,9 +99,11 @@ class JWKSCache:
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not url.startswith(("https://", "http://")):
-            raise ValueError("jwks url must be an http(s) URL")
-        self._url = url
+        self._urls = tuple(part.strip() for part in url.split(","))
+        for part in self._urls:
+            if not part.startswith(("https://", "http://")):
+                raise ValueError(f"jwks url must be an http(s) URL: {part!r}")
+        self._url = self._urls[0]  # the one that answered last
         self._cache_seconds = cache_seconds
         self._cooldown = refresh_cooldown_seconds
         self._stale_max = stale_max_seconds
@@ -144,6 +148,7 @@ class JWKSCache:
 
     @property
     def url(self) -> str:
+        """The URL that served the set last (the first listed before any fetch)."""
         return self._url
 
     def kids(self) -> frozenset[str]:
@@ -214,22 +219,26 @@ class JWKSCache:
     async def _fetch(self) -> bool:
         """One fetch; keeps the previous set on any failure. Caller holds the lock."""
         self._last_attempt = self._clock()
-        try:
-            body = await self._download()
-            keys = parse_jwks(orjson.loads(body))
-            if not keys:
-                raise ValueError("no usable verification key")
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("JWKS fetch from %s failed: %s", self._url, type(exc).__name__)
-            return False
-        self._keys = keys
-        self._fetched_at = self._clock()
-        log.info("JWKS fetched from %s: %d key(s)", self._url, len(keys))
-        return True
+        start = self._urls.index(self._url)
+        for url in (*self._urls[start:], *self._urls[:start]):
+            try:
+                body = await self._download(url)
+                keys = parse_jwks(orjson.loads(body))
+                if not keys:
+                    raise ValueError("no usable verification key")
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("JWKS fetch from %s failed: %s", url, type(exc).__name__)
+                continue
+            self._keys = keys
+            self._fetched_at = self._clock()
+            self._url = url
+            log.info("JWKS fetched from %s: %d key(s)", url, len(keys))
+            return True
+        return False
 
-    async def _download(self) -> bytes:
+    async def _download(self, url: str) -> bytes:
         headers = {"Accept": "application/jwk-set+json, application/json"}
-        async with self._http().stream("GET", self._url, headers=headers) as response:
+        async with self._http().stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 raise ValueError(f"unexpected status {response.status_code}")
             body = bytearray()
