@@ -418,6 +418,20 @@ def poll(
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r}){logs}")
 
 
+# Summaries the tests hand in (fault table, live fuzzing counts), shown at the end of the run.
+REPORTS: list[tuple[str, str]] = []
+
+
+def report(title: str, text: str) -> None:
+    REPORTS.append((title, text))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for title, text in REPORTS:
+        terminalreporter.write_sep("=", title)
+        terminalreporter.write_line(text)
+
+
 @pytest.fixture(scope="session")
 def helpers() -> Any:
     """The HTTP helpers, for test modules (conftest is not importable in importlib mode)."""
@@ -430,5 +444,6 @@ def helpers() -> Any:
         login = staticmethod(login)
         agent_login = staticmethod(agent_login)
         poll = staticmethod(poll)
+        report = staticmethod(report)
 
     return H

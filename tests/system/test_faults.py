@@ -454,6 +454,7 @@ async def test_faults_lose_nothing(platform: Any, helpers: Any) -> None:
         ]
     )
     print("\n" + summary)
+    helpers.report("fault injection", summary)
     (platform.stack.home / "faults-summary.txt").write_text(summary + "\n")
 
     assert faults.injected, "no fault was injected"

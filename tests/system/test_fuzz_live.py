@@ -140,7 +140,7 @@ def _fuzz(operation: Any, mode: GenerationMode, live: dict[str, Any]) -> None:
     run()
 
 
-def test_gateway_live(live: dict[str, Any]) -> None:
+def test_gateway_live(live: dict[str, Any], helpers: Any) -> None:
     """Every operation of the merged document, valid and invalid data; every failure is listed."""
     failures: list[str] = []
     operations = unsatisfiable = 0
@@ -155,11 +155,12 @@ def test_gateway_live(live: dict[str, Any]) -> None:
                     unsatisfiable += 1  # nothing to break: no parameters, no body
                     continue
                 failures.append(f"{operation.label} ({mode.value}): {str(exc)[:1500]}")
-    print(
-        f"\nlive fuzzing: {operations} operations ({unsatisfiable} without invalid input to send), "
-        f"{sum(SENT.values())} cases; callers {dict(SENT)}; "
-        f"statuses {dict(sorted(STATUSES.items()))}"
+    counts = (
+        f"{operations} operations ({unsatisfiable} without invalid input to send), "
+        f"{sum(SENT.values())} cases; callers {dict(SENT)}; statuses {dict(sorted(STATUSES.items()))}"
     )
+    print(f"\nlive fuzzing: {counts}")
+    helpers.report("live API fuzzing through the gateways", counts)
     assert operations >= 40, f"only {operations} operations in the gateway's document"
     assert set(SENT) >= {"anonymous", "admin", "product_owner", "agent"}
     assert not failures, f"{len(failures)} failing operation(s):\n" + "\n\n".join(failures)
