@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import time
 import uuid
+from datetime import timedelta
 
 from documents.worker import components
 
 from shared.db import new_id, utcnow
 from shared.events.projects import ClientCreated, ProjectCreated, ProjectDeleted
-from shared.messaging import Actor, Envelope, ensure_stream, to_nats
+from shared.messaging import Actor, ConsumerRunner, Envelope, ensure_stream, to_nats
 
 
 async def publish(js, event, tenant):
@@ -131,3 +132,15 @@ async def test_upload_is_processed_by_the_worker_and_searchable(
             for task in tasks:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 15)
+
+
+async def test_the_workers_consumers_prune_their_inbox_as_the_settings_say(make_svc, real_model, nats_url):
+    async with make_svc(real_model, nats_url=nats_url) as svc:
+        settings = svc.settings.model_copy(
+            update={"inbox_retention_days": 3.0, "inbox_prune_interval_seconds": 0.0}
+        )
+        runners = [p for p in components(settings, svc.sessions, real_model) if isinstance(p, ConsumerRunner)]
+    assert len(runners) == 2
+    for runner in runners:
+        assert runner.inbox_pruning.retention == timedelta(days=3)
+        assert not runner.inbox_pruning.enabled

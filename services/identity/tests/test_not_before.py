@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -185,3 +186,16 @@ async def test_running_worker_stamps_within_seconds(wired: Any, nats_client: Any
         for component in (worker.relay, worker.not_before, worker.housekeeping):
             component.stop()
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
+
+
+async def test_the_workers_consumers_prune_their_inbox_as_the_settings_say(
+    identity_factory: IdentityFactory,
+) -> None:
+    identity = await identity_factory()
+    settings = identity.settings.model_copy(
+        update={"inbox_retention_days": 3.0, "inbox_prune_interval_seconds": 0.0}
+    )
+    worker = Worker(settings, identity.sessions)
+    for runner in (worker.not_before, worker.clients):
+        assert runner.inbox_pruning.retention == timedelta(days=3)
+        assert not runner.inbox_pruning.enabled

@@ -82,8 +82,8 @@ class BaseServiceSettings(BaseSettings):
     worker_health_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of a worker's /healthz and /readyz (off when unset)"
     )
-    # Checked at start-up with the rest; the consumer runners read them from the environment themselves
-    # (``InboxSettings``) unless handed an ``InboxPruning``: a value passed here by name reaches no runner.
+    # The services' workers hand each consumer runner ``InboxPruning.from_settings(settings)``; a runner
+    # built without a policy reads the same variables from the environment (``InboxSettings``).
     inbox_retention_days: InboxRetentionDays = 14.0
     inbox_prune_interval_seconds: InboxPruneIntervalSeconds = 3600.0
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted")

@@ -28,7 +28,7 @@ from documents.processing.service import Processor
 from documents.projects.handlers import projects_consumer
 from shared.db import create_engine, create_session_factory
 from shared.events.documents import DocumentVersionCreated
-from shared.messaging import ConsumerRunner, OutboxRelay, Runnable, run_worker
+from shared.messaging import ConsumerRunner, InboxPruning, OutboxRelay, Runnable, run_worker
 from shared.messaging.streams import stream_name
 from shared.telemetry import configure_logging, configure_tracing
 
@@ -71,6 +71,7 @@ def processing_consumer(
         ack_wait=settings.processing_ack_wait_seconds,
         max_deliver=6,
         backoff=(5, 15, 60, 120, 300),
+        inbox_pruning=InboxPruning.from_settings(settings),
     )
 
 
@@ -83,7 +84,9 @@ def components(
             factory, settings.nats_url, settings.service_name, replicas=settings.nats_stream_replicas
         ),
         processing_consumer(settings, factory, processor),
-        projects_consumer(factory, settings.nats_url, processor.blobs),
+        projects_consumer(
+            factory, settings.nats_url, processor.blobs, inbox_pruning=InboxPruning.from_settings(settings)
+        ),
         ReindexRunner(
             factory,
             provider,

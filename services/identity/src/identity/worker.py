@@ -25,7 +25,15 @@ from identity.notbefore.handlers import CONSUMER as NOT_BEFORE_CONSUMER
 from identity.notbefore.handlers import STAMPED_EVENTS, not_before_handlers
 from identity.notbefore.store import NotBeforeStore
 from shared.db import create_engine, create_session_factory
-from shared.messaging import ConsumerRunner, OutboxRelay, Runnable, ensure_stream, run_worker, stream_name
+from shared.messaging import (
+    ConsumerRunner,
+    InboxPruning,
+    OutboxRelay,
+    Runnable,
+    ensure_stream,
+    run_worker,
+    stream_name,
+)
 from shared.telemetry import configure_logging, configure_tracing
 
 __all__ = ["Worker", "build_worker", "main"]
@@ -52,6 +60,7 @@ class Worker:
             stream=stream_name("identity"),
             subjects=sorted({cls.event_subject for cls in STAMPED_EVENTS}),
             handlers=not_before_handlers(self.store),
+            inbox_pruning=InboxPruning.from_settings(settings),
         )
         self.clients = ConsumerRunner(
             session_factory,
@@ -60,6 +69,7 @@ class Worker:
             stream=stream_name("projects"),
             subjects=list(CLIENT_SUBJECTS),
             handlers=client_handlers(),
+            inbox_pruning=InboxPruning.from_settings(settings),
         )
         self.housekeeping = Housekeeping(session_factory, KeyRing.from_settings(settings), settings)
 

@@ -11,7 +11,7 @@ import asyncio
 from projects.config import Settings
 from projects.projects.handlers import workflow_events_consumer
 from shared.db import create_engine, create_session_factory
-from shared.messaging import OutboxRelay, run_worker
+from shared.messaging import InboxPruning, OutboxRelay, run_worker
 from shared.telemetry import configure_logging, configure_tracing
 
 __all__ = ["main", "run"]
@@ -25,7 +25,11 @@ async def run(settings: Settings) -> None:
         relay = OutboxRelay(
             engine, settings.nats_url, settings.service_name, replicas=settings.nats_stream_replicas
         )
-        consumer = workflow_events_consumer(create_session_factory(engine), settings.nats_url)
+        consumer = workflow_events_consumer(
+            create_session_factory(engine),
+            settings.nats_url,
+            inbox_pruning=InboxPruning.from_settings(settings),
+        )
         await run_worker(relay, consumer)
     finally:
         await engine.dispose()

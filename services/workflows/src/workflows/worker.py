@@ -15,7 +15,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, create_session_factory, transaction
-from shared.messaging import OutboxRelay, run_worker
+from shared.messaging import InboxPruning, OutboxRelay, run_worker
 from shared.telemetry import configure_logging, configure_tracing
 from workflows.config import Settings
 from workflows.definitions.service import load_builtin
@@ -66,10 +66,11 @@ async def run(settings: Settings) -> None:
         relay = OutboxRelay(
             engine, settings.nats_url, settings.service_name, replicas=settings.nats_stream_replicas
         )
+        pruning = InboxPruning.from_settings(settings)
         await run_worker(
             relay,
-            projects_consumer(factory, settings.nats_url),
-            documents_consumer(factory, settings.nats_url),
+            projects_consumer(factory, settings.nats_url, inbox_pruning=pruning),
+            documents_consumer(factory, settings.nats_url, inbox_pruning=pruning),
             LeaseSweeper(factory, settings.lease_sweep_seconds),
         )
     finally:

@@ -113,8 +113,9 @@ class ConsumerRunner:
     is being applied its messages are kept in progress (``+WPI`` every third of ``ack_wait``), so a slow
     handler is never redelivered under its own feet and ``ack_wait`` can stay short.
 
-    ``inbox_pruning`` says how ``run`` prunes the consumer's inbox; by default it follows
-    ``BATON_INBOX_RETENTION_DAYS`` and ``BATON_INBOX_PRUNE_INTERVAL_SECONDS`` (``BaseServiceSettings``).
+    ``inbox_pruning`` says how ``run`` prunes the consumer's inbox (workers pass
+    ``InboxPruning.from_settings(settings)``); without one it reads ``BATON_INBOX_RETENTION_DAYS`` and
+    ``BATON_INBOX_PRUNE_INTERVAL_SECONDS`` from the environment.
     """
 
     def __init__(

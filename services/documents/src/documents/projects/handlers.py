@@ -10,6 +10,7 @@ the projects' aggregate ``version``).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -89,7 +90,7 @@ class ProjectEvents:
 
 
 def projects_consumer(
-    factory: async_sessionmaker[AsyncSession], nats_url: str, blobs: BlobStore
+    factory: async_sessionmaker[AsyncSession], nats_url: str, blobs: BlobStore, **options: Any
 ) -> ConsumerRunner:
     events = ProjectEvents(blobs)
     return ConsumerRunner(
@@ -104,4 +105,5 @@ def projects_consumer(
             "baton.projects.project.deleted",
         ],
         handlers=events.handlers(),
+        **options,
     )
