@@ -351,8 +351,25 @@ async def test_the_runtime_role_prunes_the_inbox_of_a_schema_from_before_the_hor
     """A schema migrated before ``inbox_horizon`` existed gets it from 0003; the runtime role records
     horizons (insert, then update) and deletes inbox rows, all pruning needs."""
     await roles.migrate("0002")
-    await roles.run(roles.owner_url, "DROP TABLE inbox_horizon")  # 0001 creates it since
+    await roles.run(  # the layout 0001 made before: no horizon, inbox indexed by time alone
+        roles.owner_url,
+        "DROP TABLE inbox_horizon",
+        "DROP INDEX ix_inbox_consumer_processed_at",
+        "CREATE INDEX ix_inbox_processed_at ON inbox (processed_at)",
+    )
     await roles.migrate()
+    conn = await roles.connect(roles.owner_url)
+    try:
+        indexes = {
+            r["indexname"]
+            for r in await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'inbox'", roles.schema
+            )
+        }
+    finally:
+        await conn.close()
+    assert "ix_inbox_consumer_processed_at" in indexes
+    assert "ix_inbox_processed_at" not in indexes
     await roles.run(
         roles.runtime_url,
         "INSERT INTO inbox (consumer, event_id, processed_at) VALUES "

@@ -62,6 +62,7 @@ __all__ = [
     "add_messaging_tables",
     "create_messaging_tables",
     "dead_letters",
+    "downgrade_inbox_horizon",
     "drop_messaging_tables",
     "emit",
     "inbox",
@@ -69,6 +70,7 @@ __all__ = [
     "messaging_tables_ddl",
     "outbox",
     "outbox_state",
+    "upgrade_inbox_horizon",
 ]
 
 # pg_notify channel the relay LISTENs on; the payload is the emitting schema, so relays of other services
@@ -189,6 +191,24 @@ def create_messaging_tables(connection: Connection) -> None:
 def drop_messaging_tables(connection: Connection) -> None:
     """The downgrade of ``create_messaging_tables``."""
     _metadata.drop_all(connection, checkfirst=True)
+
+
+def upgrade_inbox_horizon(connection: Connection) -> None:
+    """The revision every service took for inbox pruning: the ``inbox_horizon`` table, and ``inbox`` indexed
+    by consumer and time (a prune reads one consumer's oldest rows) instead of by time alone. A schema made
+    by ``create_messaging_tables`` since has both already: every step is skipped when done."""
+    inbox_horizon.create(connection, checkfirst=True)
+    connection.execute(text("DROP INDEX IF EXISTS ix_inbox_processed_at"))
+    connection.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_inbox_consumer_processed_at ON inbox (consumer, processed_at)")
+    )
+
+
+def downgrade_inbox_horizon(connection: Connection) -> None:
+    """The downgrade of ``upgrade_inbox_horizon``."""
+    connection.execute(text("DROP INDEX IF EXISTS ix_inbox_consumer_processed_at"))
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_inbox_processed_at ON inbox (processed_at)"))
+    inbox_horizon.drop(connection, checkfirst=True)
 
 
 def _current_trace_context() -> dict[str, str]:
