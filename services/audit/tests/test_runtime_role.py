@@ -12,13 +12,10 @@ Kubernetes init containers do).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -27,63 +24,26 @@ from sqlalchemy.exc import DBAPIError
 
 from shared.db import create_engine
 from shared.migrations import upgrade
+from shared.testing.roles import SchemaRoles, schema_roles
 
 from . import test_api, test_chain_db, test_ingest
 from .conftest import append, drafts_for
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
-PASSWORD = "runtime-role-test"
 
 
-def _as(url: str, role: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"{role}:{PASSWORD}@{host}", parts.path, parts.query, parts.fragment))
-
-
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-@dataclass
-class Roles:
-    schema: str
-    owner: str
-    runtime: str
-    owner_url: str
-    runtime_url: str
-    superuser_url: str
-
+class Roles(SchemaRoles):
     async def migrate(self) -> None:
         await upgrade(self.owner_url, MIGRATIONS, self.schema, runtime_role=self.runtime)
-
-    async def connect(self, url: str) -> asyncpg.Connection:
-        return await asyncpg.connect(_plain(url), server_settings={"search_path": f"{self.schema},public"})
 
 
 @pytest.fixture
 async def roles(database_url) -> AsyncIterator[Roles]:
     """A schema owned by an owner role, migrated by it; the runtime role is ``baton_<schema>`` (the name the
     append-only test of test_chain_db expects)."""
-    schema = f"audit_{uuid.uuid4().hex[:10]}"
-    owner, runtime = f"baton_{schema}_owner", f"baton_{schema}"
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        for role in (owner, runtime):
-            await conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{PASSWORD}'")
-        await conn.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{owner}"')
-    finally:
-        await conn.close()
-    r = Roles(schema, owner, runtime, _as(database_url, owner), _as(database_url, runtime), database_url)
-    await r.migrate()
-    yield r
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        for role in (runtime, owner):
-            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-    finally:
-        await conn.close()
+    async with schema_roles(database_url, "audit", cls=Roles) as roles:
+        await roles.migrate()
+        yield roles
 
 
 @pytest.fixture

@@ -13,13 +13,10 @@ Kubernetes init containers do).
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -30,52 +27,23 @@ from sqlalchemy.exc import DBAPIError
 from shared.db import create_engine
 from shared.messaging import prune_inbox
 from shared.migrations import upgrade
+from shared.testing.roles import SchemaRoles, schema_roles
 
 from . import test_project_events, test_search
 from .conftest import Svc, open_svc
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
-PASSWORD = "runtime-role-test"
 CLIENT = uuid.UUID("6f1c2b7e-0a4d-4c3e-9b1a-2d5e8f7a9c10")
 DIM = 384
-
-
-def _as(url: str, role: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"{role}:{PASSWORD}@{host}", parts.path, parts.query, parts.fragment))
-
-
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
 def _vector(hot: int) -> str:
     return "[" + ",".join("1" if i == hot else "0" for i in range(DIM)) + "]"
 
 
-@dataclass
-class Roles:
-    schema: str
-    owner: str
-    runtime: str
-    owner_url: str
-    runtime_url: str
-    superuser_url: str
-
+class Roles(SchemaRoles):
     async def migrate(self, revision: str = "head", *, url: str | None = None) -> None:
         await upgrade(url or self.owner_url, MIGRATIONS, self.schema, revision, runtime_role=self.runtime)
-
-    async def connect(self, url: str) -> asyncpg.Connection:
-        return await asyncpg.connect(_plain(url), server_settings={"search_path": f"{self.schema},public"})
-
-    async def run(self, url: str, *statements: str) -> None:
-        conn = await self.connect(url)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
 
     async def owners(self, conn: asyncpg.Connection) -> dict[str, str]:
         """Every partition of the two parents (and its indexes) → its owner."""
@@ -92,25 +60,8 @@ class Roles:
 @pytest.fixture
 async def roles(database_url) -> AsyncIterator[Roles]:
     """A schema owned by an owner role, not migrated yet."""
-    schema = f"docs_{uuid.uuid4().hex[:10]}"
-    owner, runtime = f"baton_{schema}_owner", f"baton_{schema}"
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateObjectError):
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        for role in (owner, runtime):
-            await conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{PASSWORD}'")
-        await conn.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{owner}"')
-    finally:
-        await conn.close()
-    yield Roles(schema, owner, runtime, _as(database_url, owner), _as(database_url, runtime), database_url)
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        for role in (runtime, owner):
-            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-    finally:
-        await conn.close()
+    async with schema_roles(database_url, "docs", cls=Roles, extensions=["vector"]) as roles:
+        yield roles
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -22,29 +20,10 @@ from identity.config import Settings
 from identity.migrate import MIGRATIONS_DIR, MigrationTarget, migrate, migration_target
 
 from shared.migrations import alembic_config, current_revision
-
-PASSWORD = "runtime-role-test"
-
-
-def _as(url: str, role: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"{role}:{PASSWORD}@{host}", parts.path, parts.query, parts.fragment))
+from shared.testing.roles import SchemaRoles, schema_roles
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-@dataclass
-class Roles:
-    schema: str
-    owner: str
-    runtime: str
-    owner_url: str
-    runtime_url: str
-    superuser_url: str
-
+class Roles(SchemaRoles):
     def settings(self, **values: Any) -> Settings:
         """What the service's own process sees: the runtime role's URL, plus ``values``."""
         return Settings(
@@ -54,30 +33,12 @@ class Roles:
             **values,
         )
 
-    async def connect(self, url: str) -> asyncpg.Connection:
-        return await asyncpg.connect(_plain(url), server_settings={"search_path": f"{self.schema},public"})
-
 
 @pytest.fixture
 async def roles(database_url: str) -> AsyncIterator[Roles]:
     """A schema owned by an owner role, not migrated yet, and a runtime role with no rights in it."""
-    schema = f"identity_{uuid.uuid4().hex[:10]}"
-    owner, runtime = f"baton_{schema}_owner", f"baton_{schema}"
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        for role in (owner, runtime):
-            await conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{PASSWORD}'")
-        await conn.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{owner}"')
-    finally:
-        await conn.close()
-    yield Roles(schema, owner, runtime, _as(database_url, owner), _as(database_url, runtime), database_url)
-    conn = await asyncpg.connect(_plain(database_url))
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        for role in (runtime, owner):
-            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-    finally:
-        await conn.close()
+    async with schema_roles(database_url, "identity", cls=Roles) as roles:
+        yield roles
 
 
 def _head(schema: str) -> str | None:
