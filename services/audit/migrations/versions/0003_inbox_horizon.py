@@ -1,11 +1,8 @@
-"""The consumers' inbox horizon (table ``inbox_horizon``), and ``inbox`` indexed for pruning.
+"""Inbox pruning: the ``inbox_horizon`` table, and ``inbox`` indexed by consumer and time
+(``shared.messaging.outbox.upgrade_inbox_horizon``, the same step in every service).
 
-``shared.messaging.inbox`` records there, per consumer, the time before which the consumer's inbox may have
-been pruned; a consumer created again on the server starts at that time. A schema created from revision
-0001 on already has both (0001 creates every current messaging table): each step is skipped when done.
-
-The audit service's consumers do not use the inbox (the log itself is their idempotency record), so
-``baton_restrict_runtime`` (0002) is left as it is: its runtime role gets nothing on this table.
+Audit's consumers do not use the inbox (the log is their idempotency record): the step only keeps
+the messaging tables alike, and ``baton_restrict_runtime`` (0002) grants nothing on the new table.
 
 Revision ID: 0003
 Revises: 0002

@@ -1,11 +1,5 @@
-"""The consumers' inbox horizon (table ``inbox_horizon``), and ``inbox`` indexed for pruning.
-
-``shared.messaging.inbox`` records there, per consumer, the time before which the consumer's inbox may have
-been pruned; a consumer created again on the server starts at that time. A schema created from revision
-0001 on already has both (0001 creates every current messaging table): each step is skipped when done.
-
-The runtime role gets SELECT, INSERT, UPDATE and DELETE on it with every other table
-(``shared.migrations.grant_runtime``); pruning needs those, and DELETE on ``inbox``.
+"""Inbox pruning: the ``inbox_horizon`` table, and ``inbox`` indexed by consumer and time
+(``shared.messaging.outbox.upgrade_inbox_horizon``, the same step in every service).
 
 Revision ID: 0002
 Revises: 0001
