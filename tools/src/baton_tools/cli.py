@@ -66,9 +66,23 @@ def cmd_run(_: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     finally:
+        shut_down(stack)
+
+
+def shut_down(stack: Stack) -> None:
+    """Stop the services, then the embedded servers. Ctrl-C reaches every process of the terminal's group
+    (and ``uv run`` passes it on once more), so a second SIGINT, or a SIGTERM, arrives while this runs: they
+    are ignored until it is done, or Postgres and NATS would be left running."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
         print("stopping...")
-        stack.stop_services()
-        stack.stop_backing()
+        try:
+            stack.stop_services()
+        finally:
+            stack.stop_backing()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
