@@ -7,14 +7,14 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEV_SECRET", "BaseServiceSettings", "Environment", "InboxSettings", "settings_env_vars"]
+__all__ = ["DEV_SECRET", "BaseServiceSettings", "Environment", "settings_env_vars"]
 
 Environment = Literal["development", "test", "production"]
 
 # The one well-known placeholder; accepted only where nothing real is at stake.
 DEV_SECRET = "baton-development-secret-change-me"
 
-# The consumers' inbox pruning (shared.messaging.inbox): declared once, read by both settings classes below.
+# The consumers' inbox pruning (shared.messaging.inbox.InboxPruning.from_settings).
 InboxRetentionDays = Annotated[
     float,
     Field(
@@ -82,8 +82,7 @@ class BaseServiceSettings(BaseSettings):
     worker_health_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of a worker's /healthz and /readyz (off when unset)"
     )
-    # The services' workers hand each consumer runner ``InboxPruning.from_settings(settings)``; a runner
-    # built without a policy reads the same variables from the environment (``InboxSettings``).
+    # The services' workers hand each consumer runner ``InboxPruning.from_settings(settings)``.
     inbox_retention_days: InboxRetentionDays = 14.0
     inbox_prune_interval_seconds: InboxPruneIntervalSeconds = 3600.0
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted")
@@ -115,19 +114,6 @@ class BaseServiceSettings(BaseSettings):
             if isinstance(value, SecretStr):
                 out.append((name, value.get_secret_value()))
         return out
-
-
-class InboxSettings(BaseSettings):
-    """Only the inbox pruning variables of ``BaseServiceSettings``, with the same names, defaults and checks.
-
-    What a ``ConsumerRunner`` reads when it is not handed a policy, so every worker follows the variables
-    without passing its settings to each runner.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="BATON_", extra="ignore", env_file=None)
-
-    inbox_retention_days: InboxRetentionDays = 14.0
-    inbox_prune_interval_seconds: InboxPruneIntervalSeconds = 3600.0
 
 
 def settings_env_vars(cls: type[BaseSettings]) -> dict[str, tuple[str, object, str]]:

@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import insert, select
 
-from shared.db import new_id, utcnow
+from shared.db import new_id
 from shared.events import Event, register
 from shared.messaging import (
     Actor,
@@ -19,6 +19,7 @@ from shared.messaging import (
     PoisonMessage,
     TransientError,
     ensure_stream,
+    envelope_of,
     stream_name,
     to_nats,
     typed_handler,
@@ -48,16 +49,7 @@ class ThingBroken(Event):
 
 
 def envelope(event: Event) -> Envelope:
-    return Envelope(
-        id=str(new_id()),
-        source=f"/baton/{SERVICE}",
-        type=event.event_type,
-        subject="thing-1",
-        time=utcnow(),
-        tenant=str(uuid.uuid4()),
-        actor=ACTOR,
-        data=event.model_dump(mode="json"),
-    )
+    return envelope_of(event, tenant=uuid.uuid4(), actor=ACTOR, resource_id="thing-1")
 
 
 async def publish(js, env: Envelope, *, msg_id: str | None = None) -> None:

@@ -13,7 +13,6 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy import func, insert, select
 
-from shared.db import new_id, utcnow
 from shared.events import Event, register
 from shared.messaging import (
     Actor,
@@ -22,6 +21,7 @@ from shared.messaging import (
     InboxPruning,
     ensure_consumer,
     ensure_stream,
+    envelope_of,
     inbox_horizon_of,
     prune_inbox,
     stream_name,
@@ -47,15 +47,11 @@ class ThingCounted(Event):
 
 
 def envelope(n: int) -> Envelope:
-    return Envelope(
-        id=str(new_id()),
-        source=f"/baton/{SERVICE}",
-        type=ThingCounted.event_type,
-        subject="thing-1",
-        time=utcnow(),
-        tenant=str(uuid.uuid4()),
+    return envelope_of(
+        ThingCounted(n=n),
+        tenant=uuid.uuid4(),
         actor=Actor(subject="svc-tests", kind="service"),
-        data=ThingCounted(n=n).model_dump(mode="json"),
+        resource_id="thing-1",
     )
 
 

@@ -16,6 +16,7 @@ from shared.messaging.outbox import (
     create_messaging_tables,
     drop_messaging_tables,
     emit,
+    envelope_of,
     messaging_tables_ddl,
 )
 from shared.messaging.relay import OutboxRelay, RelayStats
@@ -48,6 +49,7 @@ __all__ = [
     "emit",
     "ensure_consumer",
     "ensure_stream",
+    "envelope_of",
     "from_nats",
     "inbox_horizon_of",
     "messaging_tables_ddl",

@@ -113,9 +113,8 @@ class ConsumerRunner:
     is being applied its messages are kept in progress (``+WPI`` every third of ``ack_wait``), so a slow
     handler is never redelivered under its own feet and ``ack_wait`` can stay short.
 
-    ``inbox_pruning`` says how ``run`` prunes the consumer's inbox (workers pass
-    ``InboxPruning.from_settings(settings)``); without one it reads ``BATON_INBOX_RETENTION_DAYS`` and
-    ``BATON_INBOX_PRUNE_INTERVAL_SECONDS`` from the environment.
+    ``inbox_pruning`` says how ``run`` prunes the consumer's inbox: workers pass
+    ``InboxPruning.from_settings(settings)``; without one, the defaults (hourly, 14 days).
     """
 
     def __init__(
@@ -149,7 +148,7 @@ class ConsumerRunner:
         self.ack_wait = ack_wait
         self.fetch_timeout = fetch_timeout
         self.max_reconnect_backoff = max_reconnect_backoff
-        self.inbox_pruning = inbox_pruning if inbox_pruning is not None else InboxPruning.from_env()
+        self.inbox_pruning = inbox_pruning if inbox_pruning is not None else InboxPruning()
         self.stats = ConsumerStats()
         self._stopping = asyncio.Event()
         self._nc: NATS | None = None

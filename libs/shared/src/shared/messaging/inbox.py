@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.messaging.outbox import inbox, inbox_horizon
 from shared.messaging.relay import engine_of
-from shared.settings import BaseServiceSettings, InboxSettings
+from shared.settings import BaseServiceSettings
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -88,16 +88,11 @@ class InboxPruning:
         return self.interval > 0
 
     @classmethod
-    def from_settings(cls, settings: BaseServiceSettings | InboxSettings) -> InboxPruning:
+    def from_settings(cls, settings: BaseServiceSettings) -> InboxPruning:
         return cls(
             retention=timedelta(days=settings.inbox_retention_days),
             interval=settings.inbox_prune_interval_seconds,
         )
-
-    @classmethod
-    def from_env(cls) -> InboxPruning:
-        """From ``BATON_INBOX_RETENTION_DAYS`` and ``BATON_INBOX_PRUNE_INTERVAL_SECONDS``."""
-        return cls.from_settings(InboxSettings())
 
 
 @dataclass(frozen=True)
