@@ -15,7 +15,7 @@ help:
 	@echo "make lint     ruff, ruff format --check, mypy --strict"
 	@echo "make fmt      format and auto-fix"
 	@echo "make migrate  create schemas/roles and apply every service's migrations"
-	@echo "make docs     generate the event catalog (AsyncAPI + JSON Schemas) under docs/events/"
+	@echo "make docs     generate the event catalog (docs/events/) and the configuration reference"
 	@echo "make bench    run the benchmarks under bench/"
 	@echo "make soak     the journey at a fixed rate for 30 min, memory watched (BATON_SOAK_SECONDS, BATON_SOAK_RATE)"
 	@echo "make clean    remove .baton/ (local data), caches and the virtualenv"
@@ -57,6 +57,7 @@ fmt: setup
 
 docs: setup
 	$(RUN) python tools/gen_event_docs.py
+	$(RUN) python tools/gen_config_docs.py
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done

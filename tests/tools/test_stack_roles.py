@@ -114,8 +114,20 @@ async def test_fresh_database_gets_an_owner_and_a_runtime_role_per_service(setup
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for table entries"):
             await runtime.execute("DELETE FROM entries")
+        # Nor can a service's role reach another service's schema, as its runtime or its owner.
+        with pytest.raises(
+            asyncpg.InsufficientPrivilegeError, match="permission denied for schema documents"
+        ):
+            await runtime.fetch("SELECT count(*) FROM documents.documents")
     finally:
         await runtime.close()
+    crossed = await setup.fetch(
+        "SELECT has_schema_privilege(r, s, 'USAGE') OR has_schema_privilege(r, s, 'CREATE') "
+        "FROM unnest($1::text[], $2::text[]) AS t(r, s)",
+        [stack.role(AUDIT), stack.owner_role(AUDIT), stack.role(DOCUMENTS), stack.owner_role(DOCUMENTS)],
+        ["documents", "documents", "audit", "audit"],
+    )
+    assert [row[0] for row in crossed] == [False] * 4
 
 
 async def test_a_baton_dir_from_before_the_owner_roles_is_handed_over_once(setup):
