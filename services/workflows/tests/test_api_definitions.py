@@ -86,6 +86,14 @@ async def test_get_one_with_steps_versions_and_diagram(svc):
     )
 
 
+# v2 puts a UX step between the brief and the PRD: after the brief, v1 asks the PM, v2 the UX expert.
+CUSTOM_V2 = CUSTOM.replace("name: Tiny", "name: Tiny v2").replace(
+    "    - agent: pm\n",
+    "    - agent: ux-expert\n      creates: front-end-spec.md\n      requires: project-brief.md\n"
+    "    - agent: pm\n",
+)
+
+
 async def test_upload_versions_and_running_instances_keep_theirs(svc):
     r = await svc.http.post("/v1/workflow-definitions", content=CUSTOM, headers={**svc.admin, **YAML})
     assert r.status_code == 201, r.text
@@ -95,16 +103,47 @@ async def test_upload_versions_and_running_instances_keep_theirs(svc):
     r = await svc.http.post("/v1/workflow-definitions", content=CUSTOM, headers={**svc.admin, **YAML})
     assert r.status_code == 200
     assert r.json()["latest_version"] == 1
-    _client, project = await svc.created(workflow_id="tiny-flow")
-    changed = CUSTOM.replace("name: Tiny", "name: Tiny v2")
-    r = await svc.http.post("/v1/workflow-definitions", json={"source": changed}, headers=svc.admin)
-    assert r.status_code == 201
+    client, older = await svc.created(workflow_id="tiny-flow")
+    assert [s["id"] for s in (await svc.workflow(older))["steps"]] == [
+        "create_project_brief",
+        "create_prd",
+        "workflow_end",
+    ]
+    r = await svc.http.post("/v1/workflow-definitions", json={"source": CUSTOM_V2}, headers=svc.admin)
+    assert r.status_code == 201, r.text
     assert r.json()["version"] == 2
     assert r.json()["name"] == "Tiny v2"
-    wf = await svc.workflow(project)
-    assert (wf["definition_id"], wf["definition_version"]) == ("tiny-flow", 1)
-    _, newer = await svc.created(workflow_id="tiny-flow")
+    assert [s["id"] for s in r.json()["model"]["sequences"][0]["steps"]] == [
+        "create_project_brief",
+        "create_front_end_spec",
+        "create_prd",
+        "workflow_end",
+    ]
+    _, newer = await svc.created(client, workflow_id="tiny-flow")
+    assert (await svc.workflow(older))["definition_version"] == 1
     assert (await svc.workflow(newer))["definition_version"] == 2
+
+    # Both write their brief: the instance started on v1 goes on to v1's PM step, the new one to the
+    # UX step only v2 has.
+    for project in (older, newer):
+        await svc.indexed(project, client, "project-brief")
+    old_next, new_next = await svc.waiting(older), await svc.waiting(newer)
+    assert (old_next["step_id"], old_next["roles"]) == ("create_prd", ["pm"])
+    assert (new_next["step_id"], new_next["roles"]) == ("create_front_end_spec", ["ux-expert"])
+    assert [s["id"] for s in (await svc.workflow(older))["steps"]] == [
+        "create_project_brief",
+        "create_prd",
+        "workflow_end",
+    ]
+    # The PRD ends v1; v2 still wants its PRD after the spec.
+    await svc.indexed(older, client, "prd")
+    done = await svc.workflow(older)
+    assert (done["status"], done["outcome"]) == ("completed", "completed")
+    await svc.indexed(newer, client, "front-end-spec")
+    assert (await svc.waiting(newer))["step_id"] == "create_prd"
+    await svc.indexed(newer, client, "prd")
+    assert (await svc.workflow(newer))["status"] == "completed"
+    assert "create_front_end_spec" not in {s["id"] for s in done["steps"]}
 
 
 async def test_only_admins_upload(svc):
