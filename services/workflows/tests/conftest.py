@@ -140,6 +140,15 @@ class Svc:
             rows = (await session.execute(select(messaging.outbox).order_by(messaging.outbox.c.id))).all()
         return [dict(row.payload) for row in rows]
 
+    async def events(self, name: str, **data: Any) -> list[dict[str, Any]]:
+        """Outbox envelopes of one workflow event (``decision_made``), those whose data holds ``data``."""
+        return [
+            e
+            for e in await self.outbox()
+            if e["type"] == f"baton.workflows.workflow.{name}.v1"
+            and all(e["data"].get(k) == v for k, v in data.items())
+        ]
+
     async def event_types(self) -> list[str]:
         return [
             e["type"].removeprefix("baton.workflows.workflow.").removesuffix(".v1")

@@ -245,6 +245,19 @@ async def test_decisions_answered_by_people_or_agents_with_write(svc):
     decision = await svc.waiting(project)
     assert decision["kind"] == "condition"
     assert decision["token"] == "user_wants_ai_generation"
+    # Asked once, announced once, with what the asker needs to answer it; nobody has answered yet.
+    [requested] = await svc.events("decision_requested")
+    assert requested["subject"] == decision["id"]
+    assert requested["data"]["decision_id"] == decision["id"]
+    assert requested["data"]["project_id"] == str(project)
+    assert requested["data"]["kind"] == "condition"
+    assert requested["data"]["token"] == "user_wants_ai_generation"
+    assert requested["data"]["question"].startswith("Generate an AI UI prompt")
+    assert requested["data"]["question"] == decision["question"]
+    assert requested["data"]["options"] == ["yes", "no"]
+    assert requested["data"]["step_id"] == "create_v0_prompt"
+    assert requested["data"]["roles"] == ["ux-expert"]
+    assert await svc.events("decision_made") == []
     r = await svc.http.get(
         f"/v1/decisions?project_id={project}&state=open", headers=svc.user(client, "viewer")
     )
@@ -276,9 +289,18 @@ async def test_decisions_answered_by_people_or_agents_with_write(svc):
     svc.problem(
         await svc.http.post(url, json={"answer": "yes"}, headers=svc.user(client)), 409, "decision_closed"
     )
-    made = [e for e in await svc.outbox() if e["type"].endswith("decision_made.v1")]
-    assert made[-1]["data"]["answer"] == "no"
-    assert made[-1]["actor"]["subject"] == "agent-ux-expert"
+    # The refused answers (wrong value, stale ETag, viewer, read-only agent, second answer) made nothing.
+    [made] = await svc.events("decision_made")
+    assert made["data"]["decision_id"] == decision["id"]
+    assert made["data"]["token"] == "user_wants_ai_generation"
+    assert made["data"]["step_id"] == "create_v0_prompt"
+    assert made["data"]["answer"] == "no"
+    assert made["data"]["answered_by"] == "agent-ux-expert"
+    assert made["actor"]["subject"] == "agent-ux-expert"
+    assert made["actor"]["kind"] == "agent"
+    assert len(await svc.events("decision_requested", decision_id=decision["id"])) == 1
+    types = await svc.event_types()
+    assert types.index("decision_requested") < types.index("decision_made")
     assert (await svc.waiting(project))["step_id"] == "create_fullstack_architecture"
 
 
@@ -290,8 +312,18 @@ async def test_sprint_status_as_yaml_or_json(svc):
 
     async def answer(value):
         d = await svc.waiting(project)
+        [asked] = await svc.events("decision_requested", decision_id=d["id"])
+        assert {k: asked["data"][k] for k in ("kind", "token", "question", "options", "step_id")} == {
+            k: d[k] for k in ("kind", "token", "question", "options", "step_id")
+        }
+        assert asked["data"]["question"].endswith("?")
+        assert await svc.events("decision_made", decision_id=d["id"]) == []
         r = await svc.http.post(f"/v1/decisions/{d['id']}", json={"answer": value}, headers=user)
         assert r.status_code == 200, r.text
+        [made] = await svc.events("decision_made", decision_id=d["id"])
+        assert (made["data"]["answer"], made["data"]["answered_by"]) == (value, "user-member")
+        assert (made["data"]["token"], made["data"]["step_id"]) == (d["token"], d["step_id"])
+        assert made["actor"]["kind"] == "user"
 
     async def complete(**body):
         t = await svc.waiting(project)
@@ -302,6 +334,9 @@ async def test_sprint_status_as_yaml_or_json(svc):
     await complete()  # PO validates
     await answer("no")  # issues?
     await complete()  # shard
+    tokens = [e["data"]["token"] for e in await svc.events("decision_requested")]
+    assert tokens == ["architecture_suggests_prd_changes", "po_checklist_issues"]
+    assert len(await svc.events("decision_made")) == 2
     story = await svc.indexed(project, client, "story", title="User Authentication")
     r = await svc.http.get(
         f"/v1/projects/{project}/sprint-status", headers={**user, "Accept": "application/yaml"}

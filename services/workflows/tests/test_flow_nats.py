@@ -132,7 +132,10 @@ async def test_greenfield_fullstack_end_to_end(svc, bus, nats_url, clean_jetstre
             r = await svc.http.post(f"/v1/tasks/{t['id']}/complete", json={}, headers=headers)
             assert r.status_code == 200, r.text
 
+    answered = []
+
     async def answer(token, value, **extra):
+        answered.append(token)
         d = await svc.waiting(project)
         assert d.get("token") == token, d
         r = await svc.http.post(f"/v1/decisions/{d['id']}", json={"answer": value, **extra}, headers=user)
@@ -211,6 +214,31 @@ async def test_greenfield_fullstack_end_to_end(svc, bus, nats_url, clean_jetstre
     types = [from_nats(m).type for m in msgs]
     assert types[0] == "baton.workflows.workflow.started.v1"
     assert types[-1] == "baton.workflows.workflow.completed.v1"
+    short = [t.removeprefix("baton.workflows.workflow.").removesuffix(".v1") for t in types]
+    assert set(short) == {
+        "started",
+        "task_ready",
+        "task_claimed",
+        "task_completed",
+        "task_skipped",
+        "decision_requested",
+        "decision_made",
+        "story_status_changed",
+        "completed",
+    }
+    # Every decision was announced once before its answer, and answered once by the product owner.
+    asked = [from_nats(m).data for m in msgs if m.subject.endswith("decision_requested")]
+    made = [from_nats(m).data for m in msgs if m.subject.endswith("decision_made")]
+    assert [d["token"] for d in asked] == [d["token"] for d in made] == answered
+    assert [d["decision_id"] for d in asked] == [d["decision_id"] for d in made]
+    assert {d["answered_by"] for d in made} == {"user-product_owner"}
+    # One question at a time: each announcement is followed by its own answer before the next one.
+    pairs = [
+        (t.removeprefix("decision_"), from_nats(m).data["decision_id"])
+        for t, m in zip(short, msgs, strict=True)
+        if t.startswith("decision_")
+    ]
+    assert pairs == [(step, d["decision_id"]) for d in asked for step in ("requested", "made")]
     stories = [from_nats(m).data for m in msgs if m.subject.endswith("story_status_changed")]
     assert [s["to_status"] for s in stories if s["story"] == 1] == [
         "backlog",
