@@ -1,7 +1,8 @@
 """``create_app``: the one way a Baton service builds its FastAPI application.
 
 It wires the database engine, the NATS connection, token verification, error rendering, request ids,
-tracing of incoming requests, a body-size limit and the ``/healthz`` / ``/readyz`` probes.
+tracing of incoming requests, a body-size limit, the ``/healthz`` / ``/readyz`` probes, and request
+metrics served to Prometheus on ``BATON_METRICS_PORT`` (a port of its own, never the API's).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import create_engine, create_session_factory
 from shared.errors import install_error_handlers, problem_response
+from shared.health import HealthServer
+from shared.metrics import Exposition, HttpMetrics
 from shared.settings import BaseServiceSettings
 from shared.telemetry import configure_logging, configure_tracing, request_id_var
 
@@ -184,9 +188,17 @@ def create_app(
             app.state.token_verifier = TokenVerifier.from_settings(settings)
         for hook in on_startup:
             await hook(app)
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server = HealthServer(
+                settings.metrics_port, lambda: _readiness(app), metrics=exposition.render
+            )
+            await metrics_server.start()
         try:
             yield
         finally:
+            if metrics_server is not None:
+                await metrics_server.stop()
             for hook in on_shutdown:
                 with contextlib.suppress(Exception):
                     await hook(app)
@@ -212,17 +224,7 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Any:
-        res: AppResources = app.state.resources
-        checks: dict[str, str] = {}
-        if res.engine is not None:
-            try:
-                await asyncio.wait_for(_check_database(res.engine), timeout=2.0)
-                checks["database"] = "ok"
-            except Exception as exc:
-                checks["database"] = f"unavailable: {type(exc).__name__}"
-        if use_nats:
-            nc = res.nats
-            checks["nats"] = "ok" if nc is not None and nc.is_connected else "unavailable"
+        checks = await _readiness(app)
         ready = all(v == "ok" for v in checks.values())
         if ready:
             return {"status": "ready", "checks": checks}
@@ -230,9 +232,29 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
+    registry = CollectorRegistry()
+    exposition = Exposition(registry=registry)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, service=settings.service_name)
+    app.add_middleware(HttpMetrics, registry=registry)
+    app.state.use_nats = use_nats
     return app
+
+
+async def _readiness(app: FastAPI) -> dict[str, str]:
+    """``/readyz``'s checks: the database answers, NATS is connected (those the app uses)."""
+    res: AppResources = app.state.resources
+    checks: dict[str, str] = {}
+    if res.engine is not None:
+        try:
+            await asyncio.wait_for(_check_database(res.engine), timeout=2.0)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+    if app.state.use_nats:
+        nc = res.nats
+        checks["nats"] = "ok" if nc is not None and nc.is_connected else "unavailable"
+    return checks
 
 
 async def _connect_nats(url: str, name: str) -> Any:

@@ -1,7 +1,8 @@
-"""A tiny HTTP health endpoint for processes that are not web apps (workers).
+"""A tiny HTTP endpoint for probes and metrics, apart from any public port.
 
 Kubernetes probes a worker on ``BATON_WORKER_HEALTH_PORT``: ``/healthz`` answers while the event loop
-runs; ``/readyz`` answers 200 only when the given check passes (e.g. database and NATS reachable).
+runs; ``/readyz`` answers 200 only when the given check passes (e.g. database and NATS reachable);
+``/metrics`` answers Prometheus when the server is given a ``metrics`` renderer (``shared.metrics``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,29 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
 __all__ = ["HealthServer"]
 
 ReadyCheck = Callable[[], Awaitable[dict[str, str]]]
+MetricsRender = Callable[[], Awaitable[bytes]]
+_JSON = "application/json"
+_METRICS = CONTENT_TYPE_PLAIN_0_0_4  # the text generate_latest writes
 
 
 class HealthServer:
-    def __init__(self, port: int, ready: ReadyCheck | None = None, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        port: int,
+        ready: ReadyCheck | None = None,
+        host: str = "0.0.0.0",
+        *,
+        metrics: MetricsRender | None = None,
+    ) -> None:
         self.port = port
         self.host = host
         self.ready = ready
+        self.metrics = metrics
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -39,11 +53,10 @@ class HealthServer:
                 pass
             parts = line.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else "/"
-            status, body = await self._answer(path)
-            payload = json.dumps(body).encode()
+            status, content_type, payload = await self._respond(path.split("?", 1)[0])
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
             writer.write(
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
                 + payload
             )
@@ -52,6 +65,12 @@ class HealthServer:
             pass
         finally:
             writer.close()
+
+    async def _respond(self, path: str) -> tuple[int, str, bytes]:
+        if path == "/metrics" and self.metrics is not None:
+            return 200, _METRICS, await self.metrics()
+        status, body = await self._answer(path)
+        return status, _JSON, json.dumps(body).encode()
 
     async def _answer(self, path: str) -> tuple[int, dict[str, object]]:
         if path == "/healthz":

@@ -80,7 +80,16 @@ class BaseServiceSettings(BaseSettings):
     )
 
     worker_health_port: int | None = Field(
-        default=None, ge=1, le=65535, description="Port of a worker's /healthz and /readyz (off when unset)"
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of a worker's /healthz, /readyz and /metrics (off when unset)",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of an API process's Prometheus /metrics (off when unset)",
     )
     # The services' workers hand each consumer runner ``InboxPruning.from_settings(settings)``.
     inbox_retention_days: InboxRetentionDays = 14.0

@@ -44,6 +44,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client.core import Metric
 from pydantic import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -63,6 +64,7 @@ from shared.messaging.inbox import (
 from shared.messaging.outbox import dead_letters, inbox
 from shared.messaging.relay import DB_ERRORS, Backoff
 from shared.messaging.streams import ensure_consumer
+from shared.metrics import family
 
 __all__ = ["ConsumerRunner", "ConsumerStats", "Handler", "dead_letter_count", "typed_handler"]
 
@@ -213,6 +215,32 @@ class ConsumerRunner:
             self._sub = None
         if self._sub is None or self._resubscribe:
             await self._subscribe()
+
+    async def metrics(self) -> list[Metric]:
+        """The consumer as an operator watches it: JetStream's view (pending, redelivered), the dead letters
+        in the database, and what this process applied."""
+        this = {"stream": self.stream, "consumer": self.consumer}
+        families: list[Metric] = []
+        if self._js is not None:
+            info = await self._js.consumer_info(self.stream, self.consumer)
+            families += [
+                family("gauge", "baton_consumer_pending_messages", "Messages in the stream not yet delivered "
+                       "to the consumer", [(this, info.num_pending or 0)]),
+                family("gauge", "baton_consumer_ack_pending_messages", "Messages delivered and not yet "
+                       "acknowledged", [(this, info.num_ack_pending or 0)]),
+                family("gauge", "baton_consumer_redelivered_messages", "Unacknowledged messages delivered "
+                       "more than once", [(this, info.num_redelivered or 0)]),
+            ]  # fmt: skip
+        async with self.session_factory() as session:
+            dead = await dead_letter_count(session, self.consumer)
+        outcomes = ("processed", "duplicates", "unhandled", "retried", "dead_lettered")
+        families += [
+            family("gauge", "baton_consumer_dead_letters", "Messages the consumer gave up on, recorded in its "
+                   "dead-letter table", [(this, dead)]),
+            family("counter", "baton_consumer_messages", "Messages this process settled, by outcome",
+                   [({**this, "outcome": o}, getattr(self.stats, o)) for o in outcomes]),
+        ]  # fmt: skip
+        return families
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None

@@ -42,6 +42,7 @@ from nats.js.api import PubAck
 from nats.js.errors import NoStreamResponseError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client.core import Metric
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -51,6 +52,7 @@ from shared.messaging.envelope import Envelope, to_nats
 from shared.messaging.outbox import NOTIFY_CHANNEL, outbox, outbox_state
 from shared.messaging.replay import answer_replay
 from shared.messaging.streams import ensure_stream, replay_subject, stream_name
+from shared.metrics import family
 
 __all__ = ["DB_ERRORS", "OutboxRelay", "RelayStats", "engine_of"]
 
@@ -151,6 +153,27 @@ class OutboxRelay:
     async def wait_leader(self, timeout: float | None = None) -> None:
         """Until this relay holds the lock (tests, health checks)."""
         await asyncio.wait_for(self._leading.wait(), timeout)
+
+    async def metrics(self) -> list[Metric]:
+        """The outbox as an operator watches it; every replica reports it, only the leader publishes."""
+        query = select(func.count(), func.extract("epoch", func.now() - func.min(outbox.c.created_at))).where(
+            outbox.c.sent_at.is_(None)
+        )
+        async with self.engine.connect() as conn:
+            unpublished, oldest = (await conn.execute(query)).one()
+        this = {"service": self.service}
+        return [
+            family("gauge", "baton_outbox_unpublished_events", "Committed events JetStream has not yet "
+                   "acknowledged", [(this, unpublished)]),
+            family("gauge", "baton_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished "
+                   "event (0 when there is none)", [(this, float(oldest or 0))]),
+            family("gauge", "baton_relay_leader", "1 when this process's relay holds the service's leader "
+                   "lock", [(this, 1.0 if self.is_leader else 0.0)]),
+            family("counter", "baton_relay_published_events", "Events this process published, acknowledged "
+                   "by JetStream", [(this, self.stats.published)]),
+            family("counter", "baton_relay_publish_failures", "Publishes this process saw fail",
+                   [(this, self.stats.publish_failures)]),
+        ]  # fmt: skip
 
     def stop(self) -> None:
         """Ask ``run`` to finish the batch in flight, release the lock and return."""

@@ -10,6 +10,7 @@ import signal
 from typing import Protocol
 
 from shared.health import HealthServer
+from shared.metrics import Exposition, MetricsSource
 
 __all__ = ["Runnable", "run_worker"]
 
@@ -28,8 +29,9 @@ async def run_worker(*components: Runnable, health_port: int | None = None) -> N
 
     If one component fails, the others are stopped too and the error is raised, so the process exits
     non-zero and the orchestrator restarts it, instead of limping on half-alive. With a ``health_port``
-    (default: ``BATON_WORKER_HEALTH_PORT``), ``/healthz`` and ``/readyz`` answer there for probes;
-    ready means every component is still running.
+    (default: ``BATON_WORKER_HEALTH_PORT``), ``/healthz`` and ``/readyz`` answer there for probes (ready
+    means every component is still running), and ``/metrics`` for Prometheus: what every component that
+    is a ``MetricsSource`` reports, computed at each scrape.
     """
     loop = asyncio.get_running_loop()
     if health_port is None and (env_port := os.environ.get("BATON_WORKER_HEALTH_PORT")):
@@ -49,7 +51,10 @@ async def run_worker(*components: Runnable, health_port: int | None = None) -> N
     async def all_running() -> dict[str, str]:
         return {t.get_name(): "ok" if not t.done() else "stopped" for t in tasks}
 
-    health = HealthServer(health_port, all_running) if health_port else None
+    health = None
+    if health_port:
+        exposition = Exposition([c for c in components if isinstance(c, MetricsSource)])
+        health = HealthServer(health_port, all_running, metrics=exposition.render)
     if health is not None:
         await health.start()
     try:
