@@ -175,7 +175,8 @@ async def _tamper(superuser, sql, *args):
 
 async def test_verify_names_the_first_broken_sequence(factory, superuser):
     chains = {
-        name: uuid.uuid4() for name in ("payload", "delete", "reorder", "truncate", "signature", "intact")
+        name: uuid.uuid4()
+        for name in ("payload", "delete", "reorder", "truncate", "signature", "head", "past_head", "intact")
     }
     for client in chains.values():
         await append(factory, drafts_for(client, 10))
@@ -204,6 +205,13 @@ async def test_verify_names_the_first_broken_sequence(factory, superuser):
     await _tamper(
         superuser, "UPDATE checkpoints SET hash = repeat('f', 64) WHERE chain_id = $1", c["signature"]
     )
+    await _tamper(superuser, "UPDATE chains SET head_hash = repeat('e', 64) WHERE chain_id = $1", c["head"])
+    # The head moved back over entries still stored (as if they had been slipped in after it).
+    await _tamper(
+        superuser,
+        "UPDATE chains SET head_sequence = 8, head_hash = (SELECT hash FROM entries WHERE chain_id = $1 AND sequence = 8) WHERE chain_id = $1",
+        c["past_head"],
+    )
 
     expected = {
         "payload": (4, "hash_mismatch"),
@@ -211,6 +219,8 @@ async def test_verify_names_the_first_broken_sequence(factory, superuser):
         "reorder": (3, "prev_hash_mismatch"),
         "truncate": (9, "truncated"),
         "signature": (10, "checkpoint_mismatch"),
+        "head": (10, "head_mismatch"),
+        "past_head": (8, "head_mismatch"),
     }
     for name, (sequence, reason) in expected.items():
         result = await _verify(factory, c[name])
@@ -223,6 +233,61 @@ async def test_verify_names_the_first_broken_sequence(factory, superuser):
     assert intact.ok
     assert intact.entries_checked == 10
     assert intact.checkpoints_checked == 1
+
+
+class _Interrupted:
+    """A session that runs ``then`` (once) right after the first statement whose SQL ``when`` matches."""
+
+    def __init__(self, session, when, then):
+        self._session, self._when, self._then, self.fired = session, when, then, False
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    async def execute(self, statement, *args, **kwargs):
+        result = await self._session.execute(statement, *args, **kwargs)  # buffered: safe to interleave
+        if not self.fired and self._when(str(statement)):
+            self.fired = True
+            await self._then()
+        return result
+
+    async def get(self, entity, *args, **kwargs):
+        row = await self._session.get(entity, *args, **kwargs)
+        if not self.fired and self._when(f"SELECT FROM {entity.__tablename__}"):
+            self.fired = True
+            await self._then()
+        return row
+
+
+def _entry_page(sql: str) -> bool:
+    return "FROM entries" in sql and "LIMIT" in sql
+
+
+def _head_read(sql: str) -> bool:
+    return "FROM chains" in sql
+
+
+@pytest.mark.parametrize("when", [_entry_page, _head_read], ids=["between_pages", "after_the_head"])
+async def test_verify_judges_the_chain_as_of_its_head_while_appends_commit(factory, client_a, when):
+    """Appends (and a checkpoint of them) committed while verify pages through a healthy chain are not
+    tampering: verify checks the chain up to the head it read and reports it intact."""
+    chain = str(client_a)
+    await append(factory, drafts_for(client_a, 10))
+    await create_due_checkpoints(factory, SIGNER, every_entries=1, every_seconds=3600)
+
+    async def append_and_checkpoint():
+        await append(factory, drafts_for(client_a, 3))
+        assert await create_due_checkpoints(factory, SIGNER, every_entries=1, every_seconds=3600) == 1
+
+    async with factory() as session:
+        scanning = _Interrupted(session, when, append_and_checkpoint)
+        result = await verify_chain(scanning, chain, KEYRING, page_size=4)
+    assert scanning.fired
+    assert result.ok, result.problems
+    assert (result.entries_checked, result.last_sequence, result.checkpoints_checked) == (10, 10, 1)
+    after = await _verify(factory, chain)
+    assert after.ok, after.problems
+    assert (after.entries_checked, after.checkpoints_checked) == (13, 2)
 
 
 async def test_checkpoints_are_signed_and_published(factory, client_a):

@@ -12,6 +12,12 @@ What each failure means (``reason`` of ``first_bad``, at the lowest broken ``seq
 - ``bad_checkpoint_signature``: a checkpoint's signature does not verify with a trusted key.
 
 Work is proportional to the chain's length and memory is constant (pages of ``page_size``).
+
+Appends go on while a chain is verified (its pages are separate statements), so the chain is judged as of
+its head row read before the first page: checkpoints and retention anchors are read before that head (none
+can name a later entry), pages stop at its sequence (an entry appended meanwhile is not read), and entries
+stored past the head are looked for at the end in one statement, which sees the head row and the entries
+in the same snapshot. Nothing holds a snapshot across the pages.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit.chain.canonical import GENESIS_HASH
@@ -68,11 +74,21 @@ async def _retention_anchors(session: AsyncSession, chain_id: str) -> dict[int, 
     return anchors
 
 
+async def _check_nothing_past_head(session: AsyncSession, chain_id: str, result: VerifyResult) -> None:
+    """Entries stored beyond the head row (one statement: an append moves both in one transaction)."""
+    stored = select(func.max(Entry.sequence)).where(Entry.chain_id == chain_id).scalar_subquery()
+    row = (
+        await session.execute(select(Chain.head_sequence, stored).where(Chain.chain_id == chain_id))
+    ).one_or_none()
+    if row is not None and row[1] is not None and row[1] > row[0]:
+        result.fail(row[0] or 1, "head_mismatch", f"entries are stored up to sequence {row[1]}")
+
+
 async def verify_chain(
     session: AsyncSession, chain_id: str, keyring: Keyring, *, page_size: int = 2000
 ) -> VerifyResult:
     result = VerifyResult(chain=chain_id)
-    head = await session.get(Chain, chain_id)
+    # Read before the head (see the module docstring): all they name is at or before it.
     checkpoints = list(
         (
             await session.execute(
@@ -82,18 +98,22 @@ async def verify_chain(
     )
     by_sequence = {cp.sequence: cp for cp in checkpoints}
     anchors = await _retention_anchors(session, chain_id)
+    head = (
+        await session.execute(select(Chain.head_sequence, Chain.head_hash).where(Chain.chain_id == chain_id))
+    ).one_or_none()
 
     expected_sequence: int | None = None
     prev_hash = GENESIS_HASH
     last_hash: str | None = None
     after = 0
+    bound = () if head is None else (Entry.sequence <= head.head_sequence,)
     broken = False
     while not broken:
         rows = list(
             (
                 await session.execute(
                     select(Entry)
-                    .where(Entry.chain_id == chain_id, Entry.sequence > after)
+                    .where(Entry.chain_id == chain_id, Entry.sequence > after, *bound)
                     .order_by(Entry.sequence)
                     .limit(page_size)
                 )
@@ -139,8 +159,10 @@ async def verify_chain(
     if not broken and head is not None:
         if head.head_sequence > last:
             result.fail(last + 1, "truncated", f"the chain head names sequence {head.head_sequence}")
-        elif head.head_sequence < last or (last and head.head_hash != last_hash):
-            result.fail(head.head_sequence or 1, "head_mismatch", "the head row disagrees with the entries")
+        elif last and head.head_hash != last_hash:
+            result.fail(head.head_sequence, "head_mismatch", "the head row disagrees with the entries")
+        else:
+            await _check_nothing_past_head(session, chain_id, result)
     for cp in checkpoints:
         result.checkpoints_checked += 1
         doc: dict[str, Any] = statement(
