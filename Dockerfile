@@ -9,14 +9,16 @@ ARG SERVICE
 ARG UV_VERSION=0.9.7
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
-WORKDIR /src
+# Built where the runtime stage runs it: uv writes the virtualenv's absolute path into its launchers'
+# shebangs (bin/uvicorn starts with #!/app/.venv/bin/python), so it cannot be moved.
+WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY libs ./libs
 COPY services ./services
 COPY tools ./tools
 # Only this service and what it depends on (libs/shared); proves no service imports another.
 RUN uv sync --locked --no-dev --no-editable --package "${SERVICE}" \
- && cp -r "services/${SERVICE}/migrations" /src/.venv/migrations
+ && cp -r "services/${SERVICE}/migrations" /app/.venv/migrations
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG SERVICE
@@ -24,7 +26,7 @@ ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     BATON_SERVICE=${SERVICE} BATON_MIGRATIONS_DIR=/app/.venv/migrations HOME=/tmp
 RUN groupadd --system --gid 10001 baton \
  && useradd --system --uid 10001 --gid baton --no-create-home --shell /usr/sbin/nologin baton
-COPY --from=build --chown=root:root /src/.venv /app/.venv
+COPY --from=build --chown=root:root /app/.venv /app/.venv
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8000

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -154,13 +155,16 @@ def launch_database(database_url) -> str:
     return name
 
 
+# This virtualenv stands for the image's /app/.venv, first on the image's PATH; then the base image's system.
+IMAGE_PATH = os.pathsep.join([str(Path(sys.prefix) / "bin"), "/usr/bin", "/bin"])
+
+
 def local_argv(argv: list[str]) -> list[str]:
-    """The image's ``python``/``uvicorn`` are this virtualenv's."""
-    if argv[0] == "python":
-        return [sys.executable, *argv[1:]]
-    if argv[0] == "uvicorn":
-        return [sys.executable, "-m", "uvicorn", *argv[1:]]
-    return argv
+    """The manifest's command as the image would find it on its PATH, launched as it is: a program that is no
+    real launcher there (a typo, a module name, a console script of a package the service lacks) fails."""
+    exe = shutil.which(argv[0], path=IMAGE_PATH)
+    assert exe, f"{argv[0]!r} is not a program on the image's PATH ({IMAGE_PATH})"
+    return [exe, *argv[1:]]
 
 
 ORDER = ["identity", "projects", "workflows", "audit", "documents", "gateway"]
