@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import random
+import socket
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.embedded import free_port
-
 PROJECT = "0190f1d2-0000-7000-8000-0000000000a1"
+
+
+def _port_outside_the_ephemeral_range() -> int:
+    """A free port the kernel will not hand to the gateway's own socket (bound to port 0 after this)."""
+    while True:
+        port = random.randint(20000, 30000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _requests(text: str) -> dict[tuple[str, str, str], float]:
@@ -20,7 +33,7 @@ def _requests(text: str) -> dict[tuple[str, str, str], float]:
 
 
 def test_requests_are_counted_by_route_pattern_never_by_raw_path(start_gateway, auth):
-    port = free_port()
+    port = _port_outside_the_ephemeral_range()
     gateway = start_gateway(metrics_port=port)
     with httpx.Client(base_url=gateway.url) as api:
         for _ in range(2):
