@@ -2,7 +2,8 @@
 
 - ``upstreams``: five echo servers (identity, projects, documents, workflows, audit), each a uvicorn
   server in a thread on its own port. Identity's also serves the test JWKS. Every echo answers with what it
-  received (method, path, headers, body size and hash) and can misbehave on request (``?mode=``).
+  received (method, path, headers, body size and hash) and can misbehave on request (``?mode=``); it
+  answers with the status ``?echo_status=`` asks for (``mode=problem``: as problem+json with ``?code=``).
 - ``gateway``: the real gateway as a ``uvicorn gateway.main:build_app --factory`` subprocess, configured by
   environment variables only, talking to the echo servers, the test JWKS and the test NATS.
 - ``start_gateway``: more gateways with other settings, in threads (``build_app(**overrides)``).
@@ -183,12 +184,13 @@ def echo_app(name: str, jwks: Callable[[], dict[str, Any]] | None) -> Any:
             await asyncio.sleep(float(query.get("delay", "5")))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
+        status = int(query.get("echo_status", "200"))
         if mode == "big":
             total = int(query.get("size", "1000000"))
             await send(
                 {
                     "type": "http.response.start",
-                    "status": 200,
+                    "status": status,
                     "headers": [*base, (b"content-type", b"application/octet-stream")],
                 }
             )
@@ -201,11 +203,15 @@ def echo_app(name: str, jwks: Callable[[], dict[str, Any]] | None) -> Any:
                 sent += chunk
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
+        content_type = b"application/json"
+        if mode == "problem":  # an RFC 9457 answer with the ``code`` asked for
+            code = query.get("code", "insufficient_role")
+            payload = {"type": "about:blank", "title": "Refused", "status": status, "code": code}
+            content_type = b"application/problem+json"
         body = json.dumps(payload).encode()
-        status = int(query.get("echo_status", "200"))
         headers = [
             *base,
-            (b"content-type", b"application/json"),
+            (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gateway.denials import DenialPublisher, Denied, envelope_for
+from gateway.denials import PROBLEM_REASON_MAX_BYTES, DenialPublisher, Denied, envelope_for, upstream_reason
 from gateway.headers import ClientAddress, CorsPolicy, parse_inbound, response_headers
 from gateway.notbefore import NotBeforeStore, kv_key, parse_value
 from gateway.openapi import merge_documents
@@ -133,6 +133,7 @@ def test_not_before_values():
     assert parse_value(b"nan") is None
     assert parse_value(b"soon") is None
     assert NotBeforeStore().lookup("anyone") is None
+    assert NotBeforeStore().revokes("anyone", 0) is False
 
 
 def test_openapi_merge_drops_unrouted_and_foreign_paths():
@@ -171,6 +172,30 @@ def test_openapi_merge_adds_the_gateways_own_answers():
     user = paths["/v1/users/{user_id}"]["get"]["responses"]
     assert sorted(user) == ["400", "401", "404", "429", "502", "504"]  # no body, no 413
     assert list(user["401"]["content"]) == [problem]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "reason"),
+    [
+        (b"application/problem+json", b'{"code": "insufficient_role"}', "insufficient_role"),
+        (b"Application/Problem+JSON; charset=utf-8", b'{"code": "token_revoked"}', "token_revoked"),
+        (b"application/json", b'{"code": "insufficient_role"}', "upstream_403"),
+        (None, b'{"code": "insufficient_role"}', "upstream_403"),
+        (b"application/problem+json", None, "upstream_403"),  # streamed: not read
+        (b"application/problem+json", b"{not json", "upstream_403"),
+        (b"application/problem+json", b'["code"]', "upstream_403"),
+        (b"application/problem+json", b'{"code": 7}', "upstream_403"),
+        (b"application/problem+json", b'{"code": "has spaces"}', "upstream_403"),
+        (b"application/problem+json", b'{"code": "' + b"x" * 65 + b'"}', "upstream_403"),
+        (
+            b"application/problem+json",
+            b'{"code": "big", "detail": "' + b"x" * PROBLEM_REASON_MAX_BYTES + b'"}',
+            "upstream_403",
+        ),
+    ],
+)
+def test_upstream_reason(content_type, body, reason):
+    assert upstream_reason(403, content_type, body) == reason
 
 
 def _denied(i: int = 0) -> Denied:

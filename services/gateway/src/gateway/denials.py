@@ -1,5 +1,10 @@
 """``gateway.request_denied`` events: recorded on the request path, published in the background.
 
+Two kinds of denial are recorded: the gateway's own refusals (401/403/429, reason = its problem code),
+and a forwarded request that the upstream answered 401 or 403 (reason = the upstream's problem ``code``
+when its answer is a small ``application/problem+json`` the proxy reads whole anyway, else
+``upstream_<status>``: a streamed answer is never held back to find a reason).
+
 ``record`` is a non-blocking append to a bounded in-memory queue; when the queue is full the event is
 dropped and counted (``dropped``), so a slow or absent NATS never slows a request. A background task
 publishes batches to JetStream (stream ``BATON_GATEWAY``) with ``Nats-Msg-Id`` = event id, waiting for
@@ -11,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -24,11 +31,15 @@ from shared.events.gateway import RequestDenied
 from shared.messaging.envelope import Actor, Envelope, to_nats
 from shared.messaging.streams import ensure_stream
 
-__all__ = ["DenialPublisher", "Denied"]
+__all__ = ["PROBLEM_REASON_MAX_BYTES", "DenialPublisher", "Denied", "upstream_reason"]
 
 log = logging.getLogger("gateway.denials")
 _GATEWAY_ACTOR = Actor(subject="gateway", kind="service", name="gateway")
 _ACK_TIMEOUT_SECONDS = 5.0
+# An upstream problem body larger than this is not parsed for its code.
+PROBLEM_REASON_MAX_BYTES = 4096
+_PROBLEM_TYPE = b"application/problem+json"
+_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class Denied(NamedTuple):
@@ -45,6 +56,24 @@ class Denied(NamedTuple):
     client_id: str | None
     client_ip: str | None
     at: float
+
+
+def upstream_reason(status: int, content_type: bytes | None, body: bytes | None) -> str:
+    """The reason of an upstream's 401/403: the ``code`` of a small problem+json ``body`` when it is a
+    plain identifier, else ``upstream_<status>``. ``body`` None: the answer was streamed, not read."""
+    fallback = f"upstream_{status}"
+    if body is None or content_type is None or len(body) > PROBLEM_REASON_MAX_BYTES:
+        return fallback
+    if content_type.partition(b";")[0].strip().lower() != _PROBLEM_TYPE:
+        return fallback
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return fallback
+    code = problem.get("code") if isinstance(problem, dict) else None
+    if isinstance(code, str) and _CODE.fullmatch(code):
+        return code
+    return fallback
 
 
 def envelope_for(denied: Denied) -> Envelope:

@@ -42,7 +42,8 @@ def parse_value(raw: bytes) -> int | None:
 
 
 class NotBeforeStore:
-    """``lookup(subject)`` is the ``NotBeforeLookup`` hook of ``TokenVerifier``."""
+    """``revokes(subject, iat)`` is checked by the proxy after ``TokenVerifier.verify`` (rather than as the
+    verifier's ``NotBeforeLookup`` hook), so that a refusal still knows whose token it refused."""
 
     def __init__(self, bucket: str = "baton_not_before") -> None:
         self.bucket = bucket
@@ -56,6 +57,11 @@ class NotBeforeStore:
         if not self._values:
             return None
         return self._values.get(kv_key(subject))
+
+    def revokes(self, subject: str, issued_at: int) -> bool:
+        """Whether a token of ``subject`` issued at ``issued_at`` is refused (``token_revoked``)."""
+        not_before = self.lookup(subject)
+        return not_before is not None and issued_at < not_before
 
     def __len__(self) -> int:
         return len(self._values)

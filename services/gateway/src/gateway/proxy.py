@@ -4,7 +4,9 @@ Per request, in this order (cheapest refusals first): header parsing and path sa
 (404/405), CORS preflight, per-IP token bucket (429), bearer token verification unless the route is public
 (401), per-principal token bucket (429), body limit (413), then forwarding with a keep-alive client.
 Routes the gateway serves itself (``/healthz``, ``/readyz``, ``/openapi.json``, ``/docs``) go to the inner
-app. Refusals with 401/403/429 are recorded as ``gateway.request_denied`` events (non-blocking).
+app. Refusals with 401/403/429, and upstream answers 401/403 to forwarded requests, are recorded as
+``gateway.request_denied`` events (non-blocking; see ``gateway.denials``). A token refused by the subject's
+not-before (``token_revoked``) is refused after verification, so its event names the subject.
 
 Bodies: a request body with a Content-Length up to ``buffer_bytes`` is read whole (and so an idempotent
 request can be retried once if the connection fails); larger or chunked ones are streamed to the upstream
@@ -26,12 +28,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.denials import Denied
+from gateway.denials import Denied, upstream_reason
 from gateway.headers import Inbound, parse_inbound, response_headers
 from gateway.problems import MethodNotAllowed, send_error, send_problem
 from gateway.routes import GATEWAY, Route
 from gateway.runtime import GatewayRuntime
 from gateway.upstream import UpstreamFailure, UpstreamResponse
+from shared.auth.exceptions import InvalidToken
 from shared.errors import (
     BadRequest,
     BatonError,
@@ -50,6 +53,8 @@ log = logging.getLogger("gateway.proxy")
 Header = tuple[bytes, bytes]
 # fail(error, route=None, principal=None): render a problem (and record a denial for 401/403/429).
 Fail = Callable[..., Awaitable[None]]
+# denied(status, reason): record that the upstream refused the forwarded request.
+UpstreamDenied = Callable[[int, str], None]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 # Encoded separators or NUL in the raw path, dot segments / empty segments / control characters decoded:
@@ -165,7 +170,9 @@ class GatewayProxy:
 
         async def fail(error: BatonError, route: Route | None = None, principal: object = None) -> None:
             if error.status in (401, 403, 429):
-                self._record_denial(error, method, path, route, rid, principal, client_ip)
+                self._record_denial(
+                    error.status, error.instance_code, method, path, route, rid, principal, client_ip
+                )
             await send_error(send, error, path=path, request_id=rid, headers=out_headers, head_only=head)
 
         raw_path: bytes = scope.get("raw_path") or path.encode()
@@ -202,6 +209,9 @@ class GatewayProxy:
             except BatonError as exc:
                 await fail(exc, route)
                 return
+            if rt.not_before.revokes(principal.subject, principal.issued_at):
+                await fail(InvalidToken("The token has been revoked", code="token_revoked"), route, principal)
+                return
             wait = rt.principal_buckets.take(principal.subject)
             if wait:
                 await fail(RateLimited(retry_after=_ceil(wait)), route, principal)
@@ -237,8 +247,12 @@ class GatewayProxy:
         response = await self._send_upstream(method, route, target, forward, body, content_length, fail)
         if response is None:
             return
+
+        def denied(status: int, reason: str) -> None:
+            self._record_denial(status, reason, method, path, route, rid, principal, client_ip)
+
         try:
-            await self._relay_response(response, method, send, out_headers, fail, route)
+            await self._relay_response(response, method, send, out_headers, fail, route, denied)
         finally:
             response.close()  # no-op once released
 
@@ -302,6 +316,7 @@ class GatewayProxy:
         out_headers: list[Header],
         fail: Fail,
         route: Route,
+        denied: UpstreamDenied,
     ) -> None:
         rt = self.rt
         headers, names = response_headers(response.raw_headers)
@@ -310,6 +325,7 @@ class GatewayProxy:
                 headers.append((name, value))
         status = response.status
         length = response.content_length
+        refused = status in (401, 403)
         if (
             method == "HEAD"
             or status in (204, 304)
@@ -327,9 +343,13 @@ class GatewayProxy:
                     await fail(UpstreamUnavailable("The upstream service broke off its answer"), route)
                 return
             response.release()
+            if refused:
+                denied(status, upstream_reason(status, _content_type(response.raw_headers), data))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": data})
             return
+        if refused:
+            denied(status, upstream_reason(status, None, None))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         try:
             while chunk := await response.readany():
@@ -370,7 +390,8 @@ class GatewayProxy:
 
     def _record_denial(
         self,
-        error: BatonError,
+        status: int,
+        reason: str,
         method: str,
         path: str,
         route: Route | None,
@@ -383,8 +404,8 @@ class GatewayProxy:
         client_id = getattr(principal, "client_id", None)
         self.rt.denials.record(
             Denied(
-                status=error.status,
-                reason=error.instance_code,
+                status=status,
+                reason=reason,
                 method=method,
                 path=path,
                 route=route.name if route is not None else None,
@@ -400,6 +421,13 @@ class GatewayProxy:
 
 def _ceil(seconds: float) -> int:
     return max(1, int(seconds + 0.999))
+
+
+def _content_type(raw_headers: Sequence[Header]) -> bytes | None:
+    for name, value in raw_headers:
+        if name.lower() == b"content-type":
+            return value
+    return None
 
 
 def _bearer(inbound: Inbound) -> str:

@@ -42,11 +42,9 @@ class GatewayRuntime:
         if missing:
             raise ValueError(f"the route table names upstreams without a URL setting: {sorted(missing)}")
         self.not_before = NotBeforeStore(settings.not_before_bucket)
+        # Not-before is checked by the proxy once the token is verified (``NotBeforeStore.revokes``).
         self.verifier = TokenVerifier(
-            settings,
-            jwks=JWKSCache.from_settings(settings),
-            not_before=self.not_before.lookup,
-            cache_size=settings.token_cache_size,
+            settings, jwks=JWKSCache.from_settings(settings), cache_size=settings.token_cache_size
         )
         self.ip_buckets = TokenBuckets(
             settings.rate_per_ip, settings.burst_per_ip, max_keys=settings.rate_limit_max_keys
