@@ -17,8 +17,22 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "k8s" / "base"
 IMAGE = "ghcr.io/baton-platform/{service}"
 PART_OF = {"app.kubernetes.io/part-of": "baton"}
-DB_HOST = "baton-pg-rw"  # the CloudNativePG read-write Service (k8s/platform/postgres-cluster.yaml)
+PG_CLUSTER = "baton-pg"  # the CloudNativePG Cluster of k8s/platform/postgres-cluster.yaml
+DB_HOST = f"{PG_CLUSTER}-rw"  # its read-write Service (the primary)
 NATS_URL = "nats://nats:4222"  # the official NATS chart's client Service (k8s/platform/nats-values.yaml)
+# The labels the backing services' own tooling puts on their pods: the NATS chart's selector labels (its
+# name, not the release's, so any release name matches) and the CloudNativePG operator's cluster label (on
+# the instances and on the jobs that create or join them).
+NATS_PODS = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"}
+PG_PODS = {"cnpg.io/cluster": PG_CLUSTER}
+PROMETHEUS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+CNPG_OPERATOR = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cnpg-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "cloudnative-pg"}},
+}
 
 
 @dataclass(frozen=True)
@@ -266,6 +280,22 @@ def hpa(s: Svc, component: str) -> dict[str, Any]:
     }
 
 
+def tcp(*ports: int) -> list[dict[str, Any]]:
+    return [{"port": port, "protocol": "TCP"} for port in ports]
+
+
+def baton_pods(services: list[Svc]) -> dict[str, Any]:
+    """A peer matching the pods of ``services``, API and worker."""
+    return {
+        "podSelector": {
+            "matchLabels": PART_OF,
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/name", "operator": "In", "values": [s.name for s in services]}
+            ],
+        }
+    }
+
+
 def network_policy(s: Svc) -> dict[str, Any]:
     ingress: list[dict[str, Any]] = []
     if s.public:
@@ -282,26 +312,11 @@ def network_policy(s: Svc) -> dict[str, Any]:
                 "ports": [{"port": 8000, "protocol": "TCP"}],
             }
         )
-    ingress.append(
-        {
-            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-                      "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
-            "ports": [{"port": 8000, "protocol": "TCP"}, {"port": 8001, "protocol": "TCP"}],
-        }
-    )  # fmt: skip
-    egress: list[dict[str, Any]] = [
-        {
-            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}],
-            "ports": [{"port": 4222, "protocol": "TCP"}],
-        },
-    ]
+    ingress.append({"from": [PROMETHEUS], "ports": tcp(8000, 8001)})
+    # every NATS server, not only the Service's: clients follow the servers' connect_urls
+    egress: list[dict[str, Any]] = [{"to": [{"podSelector": {"matchLabels": NATS_PODS}}], "ports": tcp(4222)}]
     if s.database:
-        egress.append(
-            {
-                "to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "baton-pg"}}}],
-                "ports": [{"port": 5432, "protocol": "TCP"}],
-            }
-        )
+        egress.append({"to": [{"podSelector": {"matchLabels": PG_PODS}}], "ports": tcp(5432)})
     # every service verifies tokens against identity's JWKS; the gateway also forwards to every service
     targets = ["identity"] if s.name != "gateway" else [o.name for o in SERVICES if o.name != "gateway"]
     egress.append(
@@ -387,20 +402,77 @@ def common() -> list[dict[str, Any]]:
     ]
 
 
+def backing_services() -> list[dict[str, Any]]:
+    """NATS and Postgres run in Baton's namespace (docs/operations.md), where the default-deny holds their pods
+    too: these let in and out what they need, and nothing else."""
+    nats = {"podSelector": {"matchLabels": NATS_PODS}}
+    pg = {"podSelector": {"matchLabels": PG_PODS}}
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "nats", "labels": {"app.kubernetes.io/name": "nats", **PART_OF}},
+            "spec": {
+                **nats,
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {"from": [baton_pods(SERVICES)], "ports": tcp(4222)},  # clients
+                    {"from": [nats], "ports": tcp(6222)},  # cluster routes
+                    {"from": [PROMETHEUS], "ports": tcp(8222, 7777)},  # monitoring, the chart's exporter
+                ],
+                "egress": [{"to": [nats], "ports": tcp(6222)}],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": PG_CLUSTER, "labels": {"cnpg.io/cluster": PG_CLUSTER, **PART_OF}},
+            "spec": {
+                **pg,
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {"from": [baton_pods([s for s in SERVICES if s.database])], "ports": tcp(5432)},
+                    # replication and cloning (5432), each instance's status endpoint (8000)
+                    {"from": [pg], "ports": tcp(5432, 8000)},
+                    {"from": [CNPG_OPERATOR], "ports": tcp(8000, 5432)},
+                    {"from": [PROMETHEUS], "ports": tcp(9187)},  # the instances' metrics (PodMonitor)
+                ],
+                "egress": [
+                    {"to": [pg], "ports": tcp(5432, 8000)},
+                    # The instance manager talks to the Kubernetes API server, which is no pod: its address
+                    # depends on the cluster (443 through the kubernetes Service, 6443 on most control
+                    # planes). Narrow this with an ipBlock of your API server in an overlay.
+                    {"ports": tcp(443, 6443)},
+                ],
+            },
+        },
+    ]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes a value shared by several objects out in full each time, never as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002 (the signature is yaml's)
+        return True
+
+
 def dump(docs: list[dict[str, Any]]) -> str:
     header = "# Generated by tools/gen_k8s.py; edit the table there, not this file.\n"
-    return header + yaml.safe_dump_all(docs, sort_keys=False, width=120)
+    return header + yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def render() -> dict[Path, str]:
-    files: dict[Path, str] = {BASE / "common.yaml": dump(common())}
+    files: dict[Path, str] = {
+        BASE / "common.yaml": dump(common()),
+        BASE / "backing-services.yaml": dump(backing_services()),
+    }
     for s in SERVICES:
         files[BASE / f"{s.name}.yaml"] = dump(objects(s))
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "labels": [{"pairs": PART_OF, "includeSelectors": False}],
-        "resources": ["common.yaml", *(f"{s.name}.yaml" for s in SERVICES)],
+        "resources": ["common.yaml", "backing-services.yaml", *(f"{s.name}.yaml" for s in SERVICES)],
     }
     files[BASE / "kustomization.yaml"] = dump([kustomization])
     return files
