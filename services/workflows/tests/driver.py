@@ -5,6 +5,12 @@
 invariants after each one: the instance never waits on a task whose inputs are missing, every task that
 had to produce a document completed with an indexed document of that kind, and the state survives a JSON
 round trip (it is stored as JSON between operations).
+
+"Inputs missing" is judged by the team, not by the engine: the team remembers the document kinds it had
+indexed and the pseudo-artifacts (``sharded_docs``, ``implementation_files``) whose steps completed, and
+reads each task's requirements from its normalized step's ``requires``. Every ``task_ready`` the engine
+emits is checked against that record at the moment it is emitted, so a task that becomes ready and is
+completed within one operation is checked too.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from workflows.definitions.model import StepKind, WorkflowModel
+from workflows.definitions.model import Step, StepKind, WorkflowModel
+from workflows.engine.errors import TaskNotReady
 from workflows.engine.operations import Engine
-from workflows.engine.state import Actor, DecisionKind, InstanceState, KnownDocument, TaskState
+from workflows.engine.state import Actor, DecisionKind, Effect, InstanceState, KnownDocument, Task, TaskState
 
 Choose = Callable[[list[Any]], Any]
 
@@ -44,11 +51,16 @@ class Team:
     stories_in_epic: int = 0
     epics: int = 0
     effects: list[str] = field(default_factory=list)
+    indexed_kinds: set[str] = field(default_factory=set)  # kinds of the documents the team indexed
+    made: set[str] = field(default_factory=set)  # pseudo-artifacts of the steps the team completed
+    readied: set[str] = field(default_factory=set)  # tasks whose task_ready was checked
+    # People also upload documents outside the workflow: at any time, and when a task waits for one.
+    outside_documents: bool = False
 
     def __post_init__(self) -> None:
         engine = Engine.start(self.model, now=self.now, new_id=self.new_id)
         self.state = engine.state
-        self.effects += [e.type for e in engine.effects]
+        self.observe(engine.effects)
 
     def new_id(self) -> str:
         return f"00000000-0000-7000-8000-{next(self.ids):012d}"
@@ -59,22 +71,66 @@ class Team:
     def run(self, op: Callable[[Engine], Any]) -> Any:
         engine = self.engine()
         result = op(engine)
-        self.effects += [e.type for e in engine.effects]
+        self.observe(engine.effects)
         # The service stores the state as JSON between operations.
         self.state = InstanceState.model_validate_json(engine.state.model_dump_json())
         return result
 
     def index(self, kind: str, document_id: str | None = None, version: int = 1) -> str:
         doc_id = document_id or f"10000000-0000-7000-8000-{next(self.docs):012d}"
+        self.indexed_kinds.add(kind)  # the document exists before its indexed event arrives
         self.run(lambda e: e.document_indexed(KnownDocument(document_id=doc_id, kind=kind, version=version)))
         return doc_id
+
+    # -- the team's own record of what exists ------------------------------------------------------------
+    def step_of(self, task: Task) -> Step:
+        assert self.state.sequence is not None
+        return self.model.sequence(self.state.sequence).step(task.step_id)
+
+    def unmet(self, task: Task) -> list[str]:
+        """The task's requirements that nothing the team made satisfies. A document requirement needs a
+        document of its kind; a pseudo-artifact one needs a completed step that creates it, unless no
+        step of the sequence creates it (then it comes from outside the workflow). A router branch's
+        task carries the branch's work, which requires nothing."""
+        if task.route is not None:
+            return []
+        assert self.state.sequence is not None
+        made_somewhere = {
+            ref.name for s in self.model.sequence(self.state.sequence).steps for ref in s.creates
+        }
+        unmet = []
+        for ref in self.step_of(task).requires:
+            if ref.kind is not None:
+                if ref.kind not in self.indexed_kinds:
+                    unmet.append(ref.name)
+            elif ref.name in made_somewhere and ref.name not in self.made:
+                unmet.append(ref.name)
+        return unmet
+
+    def observe(self, effects: list[Effect]) -> None:
+        """Take in one operation's effects in order: what a completed step made, and whether each task
+        announced ready had its inputs at that point."""
+        for effect in effects:
+            self.effects.append(effect.type)
+            if effect.type not in ("task_completed", "task_ready"):
+                continue
+            task = Task.model_validate(effect.data["task"])
+            if effect.type == "task_completed":
+                if task.route is None:
+                    self.made |= {ref.name for ref in self.step_of(task).creates if ref.kind is None}
+                continue
+            self.readied.add(task.id)
+            unmet = self.unmet(task)
+            assert unmet == [], f"{task.step_id} became ready without {unmet}"
 
     # -- one action ----------------------------------------------------------------------------------------
     def act(self) -> None:
         self.actions += 1
         self.now += timedelta(seconds=30)
         st = self.state
-        if st.waiting_decision:
+        if self.outside_documents and self.choose([False, False, True]):
+            self._upload()
+        elif st.waiting_decision:
             self._decide(st.decisions[st.waiting_decision])
         elif st.waiting_task:
             self._work(st.waiting_task)
@@ -112,9 +168,32 @@ class Team:
                         flagged = [self.choose(owned)]
         self.run(lambda e: e.answer(decision.id, PERSON, answer, flagged=flagged))
 
+    def _upload(self) -> None:
+        """Someone uploads a document of a kind the workflow mentions, whether or not it is wanted yet."""
+        assert self.state.sequence is not None
+        steps = self.model.sequence(self.state.sequence).steps
+        kinds = sorted({r.kind for s in steps for r in (*s.creates, *s.requires) if r.kind is not None})
+        self.index(self.choose(kinds))
+
+    def _supply(self, task: Task) -> None:
+        """The task waits for inputs: nobody may take it; someone uploads one of the missing documents."""
+        assert self.outside_documents, f"{task.step_id} waits for inputs {task.missing}"
+        try:
+            self.run(lambda e: e.claim(task.id, PERSON, lease_seconds=600))
+        except TaskNotReady:
+            pass
+        else:
+            raise AssertionError(f"{task.step_id} was claimed while waiting for {task.missing}")
+        name = self.choose(self.unmet(task))
+        ref = next(r for r in self.step_of(task).requires if r.name == name)
+        assert ref.kind is not None, f"{task.step_id} waits for {name}, which no document can supply"
+        self.index(ref.kind)
+
     def _work(self, task_id: str) -> None:
         task = self.state.tasks[task_id]
-        assert task.state is not TaskState.PENDING, f"{task.step_id} waits for inputs {task.missing}"
+        if task.state is TaskState.PENDING:
+            self._supply(task)
+            return
         actor = agent_for(task.roles) if self.choose([True, False]) else PERSON
         if task.state is TaskState.READY and self.choose([True, False]):
             self.run(lambda e: e.claim(task_id, actor, lease_seconds=600))
@@ -147,12 +226,13 @@ class Team:
     # -- invariants ----------------------------------------------------------------------------------------
     def check(self) -> None:
         st = self.state
-        engine = self.engine()
         for task in st.tasks.values():
             if task.state is TaskState.READY or task.state is TaskState.CLAIMED:
-                assert engine.missing_requirements(task) == [], (
-                    f"{task.step_id} is ready without {task.missing}"
-                )
+                unmet = self.unmet(task)
+                assert unmet == [], f"{task.step_id} is {task.state.value} without {unmet}"
+            if task.state is TaskState.PENDING:
+                assert self.unmet(task), f"{task.step_id} is pending though its inputs exist"
+                assert sorted(task.missing) == sorted(self.unmet(task)), task
             if task.state is TaskState.COMPLETED and task.produces_kind is not None:
                 assert task.document_id is not None
                 assert st.documents[task.document_id].kind == task.produces_kind
