@@ -130,6 +130,44 @@ def test_references_exist(objects):
     assert not by_kind(objects, "Secret"), "secret values never live in git"
 
 
+PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
+
+
+def _declares(containers, port: int | str) -> bool:
+    """Whether one of ``containers`` declares ``port``, by name or by number."""
+    key = "name" if isinstance(port, str) else "containerPort"
+    return any(p.get(key) == port for c in containers for p in c.get("ports", []))
+
+
+def test_service_target_ports_and_probe_ports_are_container_ports(objects):
+    problems = []
+    deployments = by_kind(objects, "Deployment")
+    for d in deployments:
+        spec = d["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            for probe in PROBES:
+                for handler, action in c.get(probe, {}).items():
+                    if isinstance(action, dict) and "port" in action and not _declares([c], action["port"]):
+                        problems.append(
+                            f"{d['metadata']['name']}/{c['name']} {probe}.{handler}: {action['port']}"
+                        )
+    for svc in by_kind(objects, "Service"):
+        selector = svc["spec"]["selector"]
+        selected = [
+            d["spec"]["template"]["spec"]["containers"]
+            for d in deployments
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            for containers in selected:
+                if not _declares(containers, target):
+                    problems.append(
+                        f"Service {svc['metadata']['name']} port {port['port']}: targetPort {target}"
+                    )
+    assert not problems, "no such container port:\n" + "\n".join(problems)
+
+
 def _secret_refs(container) -> dict[str, tuple[str, str]]:
     return {
         e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
