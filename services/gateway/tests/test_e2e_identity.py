@@ -7,8 +7,10 @@ Skipped when the identity service is not installed in this environment.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -144,6 +146,53 @@ async def _login(c: httpx.AsyncClient, email: str, password: str) -> httpx.Respo
     return await c.post("/v1/auth/login", json={"email": email, "password": password})
 
 
+async def _refresh(c: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
+    return await c.post(
+        "/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token}
+    )
+
+
+def _claims(token: str) -> dict[str, Any]:
+    segment = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))))
+
+
+async def _admin(c: httpx.AsyncClient) -> dict[str, str]:
+    login = await _login(c, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+async def _new_user(c: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, str]:
+    email = f"user-{uuid.uuid4().hex[:8]}@e2e.example"
+    created = await c.post(
+        "/v1/users", headers=admin, json={"email": email, "password": PASSWORD, "display_name": "E2E user"}
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"]), email
+
+
+async def _announce_client(nats_client: Any) -> str:
+    """A new client, announced as the projects service does (``client.created`` on ``BATON_PROJECTS``):
+    identity's worker learns it from the stream."""
+    from shared.events.projects import ClientCreated
+    from shared.messaging import Actor, ensure_stream, to_nats
+    from shared.messaging.outbox import envelope_of
+
+    client_id = uuid.uuid4()
+    event = ClientCreated(
+        client_id=client_id, name="E2E client", slug=f"e2e-{client_id.hex[:8]}", status="active", version=1
+    )
+    envelope = envelope_of(
+        event, tenant=client_id, actor=Actor(subject="e2e", kind="system"), resource_id=client_id
+    )
+    js = nats_client.jetstream()
+    await ensure_stream(js, "projects")
+    subject, headers, body = to_nats(envelope)
+    await js.publish(subject, body, headers=headers)
+    return str(client_id)
+
+
 async def test_login_and_calls_through_the_gateway(stack):
     async with httpx.AsyncClient(base_url=stack["gateway"], timeout=20) as c:
         response = await _login(c, ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -219,3 +268,76 @@ async def test_a_disabled_users_token_is_refused_within_seconds(stack):
         assert response.status_code == 401
         assert response.json()["code"] == "token_revoked"
         assert "x-upstream" not in response.headers
+
+
+async def test_a_removed_membership_is_refused_within_seconds_and_gone_after_refresh(stack, nats_client):
+    async with httpx.AsyncClient(base_url=stack["gateway"], timeout=20) as c:
+        admin = await _admin(c)
+        client_id = await _announce_client(nats_client)
+        user_id, email = await _new_user(c, admin)
+        membership = f"/v1/clients/{client_id}/members/{user_id}"
+        deadline = time.monotonic() + 15
+        while True:  # until identity's worker has learnt the client from the stream
+            granted = await c.put(membership, headers=admin, json={"role": "member"})
+            if granted.status_code != 404 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert granted.status_code == 201, granted.text
+        login = await _login(c, email, PASSWORD)
+        assert login.status_code == 200, login.text
+        tokens = login.json()
+        assert _claims(tokens["access_token"])["memberships"] == {client_id: "member"}
+        user = {"Authorization": f"Bearer {tokens['access_token']}"}
+        members = await c.get(f"/v1/clients/{client_id}/members", headers=user)
+        assert members.status_code == 200, members.text
+        assert [m["user_id"] for m in members.json()["items"]] == [user_id]
+        assert (await c.get("/v1/tasks", headers=user)).status_code == 200
+
+        removed = await c.delete(membership, headers=admin)
+        assert removed.status_code == 204, removed.text
+        started = time.monotonic()
+        while True:  # /v1/tasks goes to an echo upstream: only the gateway's not-before can refuse it
+            response = await c.get("/v1/tasks", headers=user)
+            if response.status_code == 401 or time.monotonic() - started > 10:
+                break
+            await asyncio.sleep(0.2)
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "token_revoked"
+        assert "x-upstream" not in response.headers
+
+        refreshed = await _refresh(c, tokens["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+        fresh = refreshed.json()["access_token"]
+        assert _claims(fresh)["memberships"] == {}
+        renewed = {"Authorization": f"Bearer {fresh}"}
+        assert (await c.get("/v1/tasks", headers=renewed)).status_code == 200
+        # Identity answers a non-member 404, exactly as for a client that does not exist.
+        listed = await c.get(f"/v1/clients/{client_id}/members", headers=renewed)
+        unknown = await c.get(f"/v1/clients/{uuid.uuid4()}/members", headers=renewed)
+        assert listed.status_code == unknown.status_code == 404, listed.text
+        assert listed.json()["code"] == unknown.json()["code"] == "not_found"
+
+
+async def test_a_reused_refresh_token_revokes_its_family_through_the_gateway(stack):
+    async with httpx.AsyncClient(base_url=stack["gateway"], timeout=20) as c:
+        _, email = await _new_user(c, await _admin(c))
+        first = await _login(c, email, PASSWORD)
+        assert first.status_code == 200, first.text
+        original = first.json()["refresh_token"]
+
+        rotated = await _refresh(c, original)
+        assert rotated.status_code == 200, rotated.text
+        assert rotated.headers["cache-control"] == "no-store"
+        newest = rotated.json()["refresh_token"]
+        assert newest != original
+        assert rotated.json()["access_token"] != first.json()["access_token"]
+
+        reused = await _refresh(c, original)
+        assert reused.status_code == 400, reused.text
+        assert reused.json()["error"] == "invalid_grant"
+        after = await _refresh(c, newest)  # the family is gone, the newest token with it
+        assert after.status_code == 400, after.text
+        assert after.json()["error"] == "invalid_grant"
+        # Another login starts another family, which works.
+        again = await _login(c, email, PASSWORD)
+        assert (await _refresh(c, again.json()["refresh_token"])).status_code == 200
