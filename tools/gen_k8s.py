@@ -218,13 +218,14 @@ def deployment(s: Svc, component: str) -> dict[str, Any]:
             )
         ],
     }
-    if component == "api" and s.database:
+    if s.database:
+        # Workers too: a worker's rollout may run ahead of its API's, and must not start on the old schema.
         pod["initContainers"] = [
             {
                 "name": "migrate",
                 "image": IMAGE.format(service=s.name),
                 "imagePullPolicy": "IfNotPresent",
-                # Advisory-locked and idempotent: replicas starting together queue, then find nothing to do.
+                # Advisory-locked and idempotent: pods starting together queue, then find nothing to do.
                 # Runs as the owner role; the API and worker containers never see its credentials.
                 "command": ["python", "-m", "shared.migrations"],
                 "env": migrate_env(s),

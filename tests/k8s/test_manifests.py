@@ -196,6 +196,27 @@ def test_migrations_run_as_the_owner_role_and_services_as_the_runtime_role(objec
     assert migrating == set(DATABASE_SERVICES)
 
 
+def test_every_pod_with_a_database_migrates_before_it_starts(objects):
+    """A worker's rollout may run ahead of its API's: a new pod must never start on the previous schema. Each
+    runs the same migration, from its own image, before its container starts (safe to run concurrently and
+    twice: an advisory lock per schema, then nothing to do)."""
+    migrations: dict[str, list[dict[str, Any]]] = {}
+    for d in by_kind(objects, "Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        main = spec["containers"][0]
+        if "BATON_DATABASE_URL" not in {e["name"] for e in main.get("env", [])}:
+            continue
+        migrate = [
+            c for c in spec.get("initContainers", []) if c["command"][-2:] == ["-m", "shared.migrations"]
+        ]
+        assert len(migrate) == 1, f"{d['metadata']['name']} starts without migrating"
+        assert migrate[0]["image"] == main["image"], d["metadata"]["name"]
+        migrations.setdefault(d["metadata"]["labels"]["app.kubernetes.io/name"], []).append(migrate[0])
+    assert migrations.keys() == set(DATABASE_SERVICES)
+    for service, containers in migrations.items():
+        assert all(c == containers[0] for c in containers), f"{service}'s Deployments migrate differently"
+
+
 def test_every_container_is_hardened(objects):
     for d in by_kind(objects, "Deployment"):
         spec = d["spec"]["template"]["spec"]
