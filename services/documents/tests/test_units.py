@@ -1,4 +1,4 @@
-"""Pure logic: chunking, content sniffing, access rules, fusion, embedding providers, event models."""
+"""Pure logic: chunking, content sniffing, access rules, fusion, embedding providers, settings, event models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from documents.access import can_read, can_write, readable_scope
+from documents.config import Settings
 from documents.documents.content import EmptyContent, UnsupportedContent, sniff
 from documents.embeddings import EmbeddingError
 from documents.embeddings.fake import FakeHashProvider
@@ -18,6 +19,7 @@ from documents.embeddings.openai_compatible import OpenAICompatibleProvider
 from documents.processing.chunking import ChunkingOptions, chunk_markdown, chunk_pages, split_sections
 from documents.search.repository import RankedChunk
 from documents.search.service import fuse
+from pydantic import ValidationError
 
 from shared.auth.testing import TokenFactory
 from shared.events import event_class
@@ -227,6 +229,23 @@ async def test_real_model_vectors(real_model):
     single = await real_model.embed_query(texts[2])
     assert np.allclose(single[0], vectors[2], atol=1e-4)
     assert real_model.model_id == "all-MiniLM-L6-v2-onnx-int8"
+
+
+# -- settings ------------------------------------------------------------------------------------------
+
+PRODUCTION_SECRET = "a-real-production-secret-0123456789"
+
+
+def test_the_default_embedding_provider_is_the_local_model(monkeypatch):
+    monkeypatch.delenv("BATON_DOCUMENTS_EMBEDDING_PROVIDER", raising=False)
+    assert Settings().embedding_provider == "local"
+    assert Settings(environment="production", secret_key=PRODUCTION_SECRET).embedding_provider == "local"
+
+
+def test_production_refuses_the_fake_embedding_provider():
+    with pytest.raises(ValidationError, match="EMBEDDING_PROVIDER=fake is for tests only"):
+        Settings(environment="production", secret_key=PRODUCTION_SECRET, embedding_provider="fake")
+    assert Settings(environment="test", embedding_provider="fake").embedding_provider == "fake"
 
 
 # -- events --------------------------------------------------------------------------------------------
