@@ -128,6 +128,12 @@ class Svc:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
+    async def history(self, project_id: Any) -> list[tuple[str, str | None, str | None]]:
+        """The instance's history as the API shows it, oldest first: (event, step, who)."""
+        entries = (await self.workflow(project_id))["history"]
+        assert [e["at"] for e in entries] == sorted(e["at"] for e in entries), entries
+        return [(e["event"], e["step_id"], e["actor"]) for e in entries]
+
     async def waiting(self, project_id: Any) -> dict[str, Any]:
         """The open task or decision the project waits on."""
         wf = await self.workflow(project_id)

@@ -232,10 +232,30 @@ async def test_complete_checks_the_document(svc):
     )
     svc.problem(await svc.http.post(f"/v1/tasks/{task}/skip", headers=pm), 409, "task_not_optional")
     svc.problem(await svc.http.post(f"/v1/tasks/{task}/complete", json={"extra": 1}, headers=pm), 422)
+    r = await svc.http.post(f"/v1/tasks/{task}/claim", headers=svc.agent(client, ("analyst",)))
+    assert r.status_code == 200
+    svc.problem(await svc.http.post(f"/v1/tasks/{task}/complete", headers=pm), 409, "task_already_claimed")
     brief = await svc.indexed(project, client, "project-brief")
-    r = await svc.http.post(f"/v1/tasks/{task}/complete", json={"document_id": str(brief)}, headers=pm)
+    r = await svc.http.post(
+        f"/v1/tasks/{task}/complete",
+        json={"document_id": str(brief)},
+        headers=svc.agent(client, ("analyst",)),
+    )
     assert r.status_code == 200
     assert r.json()["state"] == "completed"
+    # Who did what, in order. The indexing completed the claimed task before its holder named the
+    # document (that retry adds nothing), and none of the refused attempts above left a trace.
+    assert await svc.history(project) == [
+        ("started", None, None),
+        ("task_ready", "create_project_brief", None),
+        ("document_recorded", None, None),  # the PRD that arrived early
+        ("task_claimed", "create_project_brief", "agent-analyst"),
+        ("document_recorded", None, None),
+        ("task_completed", "create_project_brief", "workflows"),
+        ("task_ready", "create_prd", None),
+        ("task_completed", "create_prd", "workflows"),  # the early PRD completes the PM's task at once
+        ("task_ready", "create_front_end_spec", None),
+    ]
 
 
 async def test_decisions_answered_by_people_or_agents_with_write(svc):
@@ -302,6 +322,32 @@ async def test_decisions_answered_by_people_or_agents_with_write(svc):
     types = await svc.event_types()
     assert types.index("decision_requested") < types.index("decision_made")
     assert (await svc.waiting(project))["step_id"] == "create_fullstack_architecture"
+    # The history tells it in order: the indexing completed each document task, the agent answered
+    # (the refused answers left no trace), and the answer skipped the conditional step.
+    assert await svc.history(project) == [
+        ("started", None, None),
+        ("task_ready", "create_project_brief", None),
+        ("document_recorded", None, None),
+        ("task_completed", "create_project_brief", "workflows"),
+        ("task_ready", "create_prd", None),
+        ("document_recorded", None, None),
+        ("task_completed", "create_prd", "workflows"),
+        ("task_ready", "create_front_end_spec", None),
+        ("document_recorded", None, None),
+        ("task_completed", "create_front_end_spec", "workflows"),
+        ("decision_requested", "create_v0_prompt", None),
+        ("decision_made", "create_v0_prompt", "agent-ux-expert"),
+        ("step_skipped", "create_v0_prompt", None),
+        ("task_ready", "create_fullstack_architecture", None),
+    ]
+    entries = (await svc.workflow(project))["history"]
+    assert [e["detail"]["kind"] for e in entries if e["event"] == "document_recorded"] == [
+        "project-brief",
+        "prd",
+        "front-end-spec",
+    ]
+    made_entry = next(e for e in entries if e["event"] == "decision_made")
+    assert (made_entry["decision_id"], made_entry["detail"]["answer"]) == (decision["id"], "no")
 
 
 async def test_sprint_status_as_yaml_or_json(svc):
@@ -337,6 +383,13 @@ async def test_sprint_status_as_yaml_or_json(svc):
     tokens = [e["data"]["token"] for e in await svc.events("decision_requested")]
     assert tokens == ["architecture_suggests_prd_changes", "po_checklist_issues"]
     assert len(await svc.events("decision_made")) == 2
+    # What people did, in order, among the engine's own entries.
+    assert [(e, step, who) for e, step, who in await svc.history(project) if who != "workflows" and who] == [
+        ("decision_made", "update_prd", "user-member"),
+        ("task_completed", "validate_all_artifacts", "user-member"),
+        ("decision_made", "update_any_flagged_documents", "user-member"),
+        ("task_completed", "shard_documents", "user-member"),
+    ]
     story = await svc.indexed(project, client, "story", title="User Authentication")
     r = await svc.http.get(
         f"/v1/projects/{project}/sprint-status", headers={**user, "Accept": "application/yaml"}

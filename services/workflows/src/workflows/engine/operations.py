@@ -249,7 +249,7 @@ class Engine(Machine):
         st.waiting_decision = None
         self._emit(
             "decision_made",
-            {"decision": decision.model_dump(mode="json")},
+            {"decision": decision.model_dump(mode="json"), "answer": decision.answer},
             actor=actor,
             decision_id=decision.id,
             step_id=decision.step_id,
