@@ -216,6 +216,14 @@ def platform(request: pytest.FixtureRequest, database_url: str, nats_url: str) -
     admin_password = "Adm1n-" + secrets.token_urlsafe(12)
     ports = {s.name: free_port() for s in SERVICES}
     ports.update({f"{s.name}#{i}": free_port() for s in SERVICES for i in range(1, REPLICAS)})
+    ports.update(
+        {
+            f"{s.name}-{part}#{i}": free_port()
+            for s in SERVICES
+            for part in ("api", "worker")
+            for i in range(REPLICAS)
+        }
+    )
     proxies = {"postgres": _proxy_to(system_url), "nats": _proxy_to(nats_url)}
     stack = Stack(
         home=home,

@@ -78,6 +78,10 @@ class Stack:
     first replica's port + 100 * i). Every gateway routes to every replica of each service, taking turns
     and setting aside one that refuses connections (``BATON_GATEWAY_<NAME>_URL`` lists them all), so a
     killed replica costs no request that its twin can take.
+
+    Beside its API port, each replica serves Prometheus ``/metrics`` on ``side_port(service, "api", i)``
+    (default: the API port + 1000) and its worker serves probes and ``/metrics`` on
+    ``side_port(service, "worker", i)`` (default: + 2000); ``ports["<service>-<part>#<i>"]`` moves them.
     """
 
     home: Path = field(default_factory=lambda: _repo_root() / ".baton")
@@ -151,6 +155,11 @@ class Stack:
     def port(self, service: Service, replica: int = 0) -> int:
         first = self.ports.get(service.name, service.port)
         return first if replica == 0 else self.ports.get(f"{service.name}#{replica}", first + 100 * replica)
+
+    def side_port(self, service: Service, part: str, replica: int = 0) -> int:
+        """An API's metrics port (``part`` "api") or its worker's probe and metrics port ("worker")."""
+        named = self.ports.get(f"{service.name}-{part}#{replica}")
+        return named if named is not None else self.port(service, replica) + (1000 if part == "api" else 2000)
 
     def base_url(self, name: str, replica: int = 0) -> str:
         service = next(s for s in SERVICES if s.name == name)
@@ -262,6 +271,8 @@ class Stack:
                     for k in range(self.replicas)
                 ),
                 "BATON_LOG_JSON": env.get("BATON_LOG_JSON", "true"),
+                "BATON_METRICS_PORT": str(self.side_port(service, "api", replica)),
+                "BATON_WORKER_HEALTH_PORT": str(self.side_port(service, "worker", replica)),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -328,10 +339,18 @@ class Stack:
                     )
 
     async def wait_ready(self, services: list[Service], timeout: float = 90.0) -> list[str]:
-        """Wait for every replica's API to be ready; what is still not ready at the timeout."""
+        """Wait for every replica's API and worker to be ready; what is still not ready at the timeout."""
         pending = {
             self.key(s, "api", i): self.base_url(s.name, i) for s in services for i in range(self.replicas)
         }
+        pending.update(
+            {
+                self.key(s, "worker", i): f"http://127.0.0.1:{self.side_port(s, 'worker', i)}"
+                for s in services
+                if s.module_exists("worker")
+                for i in range(self.replicas)
+            }
+        )
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while pending and time.monotonic() < deadline:

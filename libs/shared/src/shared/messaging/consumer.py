@@ -221,8 +221,11 @@ class ConsumerRunner:
         in the database, and what this process applied."""
         this = {"stream": self.stream, "consumer": self.consumer}
         families: list[Metric] = []
+        info = None
         if self._js is not None:
-            info = await self._js.consumer_info(self.stream, self.consumer)
+            with contextlib.suppress(NotFoundError):  # not declared yet: no JetStream view to report
+                info = await self._js.consumer_info(self.stream, self.consumer)
+        if info is not None:
             families += [
                 family("gauge", "baton_consumer_pending_messages", "Messages in the stream not yet delivered "
                        "to the consumer", [(this, info.num_pending or 0)]),
