@@ -13,19 +13,22 @@ caller's ``traceparent`` unchanged, so the upstream's span continues the caller'
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
-from starlette.types import Receive, Scope, Send
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import Settings
 from gateway.docs import DOCS_CSP, render_docs
 from gateway.proxy import GatewayProxy
 from gateway.runtime import GatewayRuntime
 from shared.errors import install_error_handlers, problem_response
+from shared.health import HealthServer
+from shared.metrics import Exposition, HttpMetrics
 from shared.telemetry import configure_logging, configure_tracing
 
 __all__ = ["GatewayApp", "build_app"]
@@ -34,7 +37,7 @@ __all__ = ["GatewayApp", "build_app"]
 class GatewayApp(FastAPI):
     """FastAPI for the lifespan and the gateway's own endpoints; ``GatewayProxy`` for everything HTTP."""
 
-    proxy: GatewayProxy
+    proxy: ASGIApp  # GatewayProxy, its requests counted by HttpMetrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -55,13 +58,28 @@ def build_app(settings: Settings | None = None, **overrides: Any) -> GatewayApp:
     configure_logging(settings.service_name, settings.log_level, json_logs=settings.log_json)
     configure_tracing(settings.service_name, otlp_endpoint=settings.otel_exporter_otlp_endpoint)
     runtime = GatewayRuntime(settings)
+    registry = CollectorRegistry()
+    exposition = Exposition(registry=registry)
+
+    def route_of(scope: Scope) -> str:
+        """The route table's pattern (``projects:/v1/projects/{project_id}``), never the raw path."""
+        route, _ = runtime.table.resolve(scope["path"], scope["method"])
+        return route.name if route is not None else "unmatched"
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server = HealthServer(
+                settings.metrics_port, _readiness_of(runtime), metrics=exposition.render
+            )
+            await metrics_server.start()
         try:
             yield
         finally:
+            if metrics_server is not None:
+                await metrics_server.stop()
             with contextlib.suppress(Exception):
                 await runtime.stop()
 
@@ -101,5 +119,12 @@ def build_app(settings: Settings | None = None, **overrides: Any) -> GatewayApp:
         page = render_docs(await runtime.openapi.document_dict())
         return HTMLResponse(page, headers={"Content-Security-Policy": DOCS_CSP})
 
-    app.proxy = GatewayProxy(app.serve_local, runtime)
+    app.proxy = HttpMetrics(GatewayProxy(app.serve_local, runtime), registry, route_of=route_of)
     return app
+
+
+def _readiness_of(runtime: GatewayRuntime) -> Callable[[], Awaitable[dict[str, str]]]:
+    async def readiness() -> dict[str, str]:
+        return runtime.readiness()
+
+    return readiness
