@@ -19,13 +19,15 @@ __all__ = ["RequestDenied"]
 
 @register
 class RequestDenied(Event):
-    """The gateway refused a request before it reached a service: no or invalid token (401), a
-    forbidden origin (403), or a rate limit (429). Envelope ``tenant`` is the agent's client when known."""
+    """A request was refused: by the gateway before it reached a service (no, invalid or revoked token:
+    401; a forbidden origin: 403; a rate limit: 429), or by the service it was forwarded to (its 401 or
+    403). Envelope ``tenant`` is the agent's client when known."""
 
     event_type: ClassVar[str] = "baton.gateway.request.denied.v1"
 
     status: Literal[401, 403, 429]
-    # Stable problem code: unauthorized, invalid_token, token_expired, token_revoked, rate_limited, ...
+    # Stable problem code: unauthorized, invalid_token, token_expired, token_revoked, rate_limited, ...;
+    # for a service's refusal, its problem code, or ``upstream_<status>`` when it gave none.
     reason: str = Field(max_length=64)
     method: str = Field(max_length=16)
     # Path only, never the query string (it may carry secrets); truncated to 512 characters.
@@ -33,7 +35,8 @@ class RequestDenied(Event):
     # The route table pattern that matched (``upstream:pattern``), None when none did.
     route: str | None = Field(default=None, max_length=256)
     request_id: str = Field(max_length=128)
-    # Who, when the token was valid (a rate-limited principal); None for anonymous or invalid tokens.
+    # Who, when the token verified (a revoked, rate-limited or refused principal); None for anonymous
+    # callers and tokens that did not verify.
     subject: str | None = Field(default=None, max_length=256)
     principal_kind: Literal["user", "agent"] | None = None
     client_ip: str | None = Field(default=None, max_length=64)
