@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
+from pathlib import Path
 
 import pytest
 from workflows.definitions.errors import DefinitionError
@@ -40,10 +42,34 @@ def test_every_builtin_file_loads(path):
     assert type(model).model_validate_json(model.model_dump_json()) == model
 
 
+# sha256 of each original in the shared BMAD sample (``shared/bmad`` beside the repository), by its path
+# there, as ``sha256sum`` writes it; the service ships each under its file name.
+MANIFEST = Path(__file__).with_name("bmad_originals.sha256")
+ORIGINALS = Path(__file__).resolve().parents[4] / "shared" / "bmad"
+
+
+def manifest() -> dict[str, str]:
+    lines = MANIFEST.read_text().splitlines()
+    return {path: digest for digest, path in (line.split(maxsplit=1) for line in lines)}
+
+
 def test_builtin_files_are_the_shared_originals_with_their_license():
+    expected = manifest()
+    shipped = {p.name: p for p in BUILTIN_DIR.iterdir()}
+    assert sorted(shipped) == sorted(Path(path).name for path in expected)
+    for path, digest in expected.items():
+        assert hashlib.sha256(shipped[Path(path).name].read_bytes()).hexdigest() == digest, path
     assert (BUILTIN_DIR / "LICENSE").read_text().startswith("MIT License")
-    assert (BUILTIN_DIR / "sprint-status-template.yaml").exists()
     assert len(builtin_files()) == 8
+    if ORIGINALS.is_dir():  # beside a checkout that has the shared sample: the very same bytes
+        originals = sorted(
+            str(p.relative_to(ORIGINALS))
+            for p in ORIGINALS.rglob("*")
+            if p.is_file() and p.name != "README.md"
+        )
+        assert originals == sorted(expected)
+        for path in expected:
+            assert (ORIGINALS / path).read_bytes() == shipped[Path(path).name].read_bytes(), path
 
 
 def test_greenfield_fullstack_normalized():
