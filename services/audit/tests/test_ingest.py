@@ -17,6 +17,7 @@ from audit.chain.models import Entry, Producer
 from audit.chain.verify import verify_chain
 from audit.checkpoints.signing import Keyring, Signer
 from audit.config import AuditSettings
+from audit.ingest.consumer import consumer_name
 from audit.ingest.healing import reconcile_once
 from audit.ingest.runner import AuditIngest
 from sqlalchemy import func, insert, select
@@ -252,6 +253,11 @@ async def test_gap_left_by_lost_messages_is_healed_by_replay(
         async with _running(ingest):
             await _until(lambda: _at_least(factory, 8), timeout=30, what="healed entries")
             reports = await reconcile_once(factory, ingest.nc, ingest.settings)
+            metrics = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for fam in await ingest.metrics()
+                for sample in fam.samples
+            }
 
     async with factory() as session:
         rows = (await session.execute(select(Entry).order_by(Entry.sequence))).scalars().all()
@@ -268,6 +274,14 @@ async def test_gap_left_by_lost_messages_is_healed_by_replay(
     assert state.replayed_entries == len(healed)
     report = next(r for r in reports if r.producer == "gamma")
     assert (report.last_sequence_seen, report.gaps_open, report.producer_last_sequence) == (8, 0, 8)
+    # What /metrics shows an operator: the producer complete, the replays it took, the stream drained.
+    gamma = (("producer", "gamma"),)
+    assert metrics["baton_audit_producer_contiguous_sequence", gamma] == 8
+    assert metrics["baton_audit_producer_gaps_open", gamma] == 0
+    assert metrics["baton_audit_producer_lost_events", gamma] == 0
+    assert metrics["baton_audit_producer_replays_requested_total", gamma] == state.replays_requested
+    stream = (("consumer", consumer_name("BATON_GAMMA")), ("stream", "BATON_GAMMA"))
+    assert metrics["baton_consumer_pending_messages", stream] == 0
 
 
 async def test_nothing_lost_or_doubled_across_broker_restart_and_a_killed_consumer(

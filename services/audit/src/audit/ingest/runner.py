@@ -11,12 +11,16 @@ from collections.abc import Awaitable, Callable
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+from prometheus_client.core import Metric
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit.chain.service import PartitionKeeper
 from audit.config import AuditSettings
-from audit.ingest.consumer import StreamConsumer
-from audit.ingest.healing import heal_once, reconcile_once
+from audit.ingest.consumer import StreamConsumer, consumer_name
+from audit.ingest.healing import ProducerReport, heal_once, reconcile_once
+from audit.ingest.producers import list_producers
+from shared.metrics import family
 
 __all__ = ["AuditIngest"]
 
@@ -119,6 +123,48 @@ class AuditIngest:
             self._tasks[name] = asyncio.create_task(consumer.run(), name=f"audit-{name}")
             log.info("audit ingest: consuming %s", name)
         return sorted(n for n, t in self._tasks.items() if not t.done())
+
+    async def metrics(self) -> list[Metric]:
+        """What an operator watches: each stream's audit consumer (JetStream's view) and each producer's
+        sequence as the log has it, with the gaps still open, the events given up as lost and the replays
+        asked for."""
+        families: list[Metric] = []
+        if self.nc is not None:
+            js = self.nc.jetstream()
+            views = []
+            for stream in sorted(self.consumers):
+                with contextlib.suppress(NotFoundError):
+                    info = await js.consumer_info(stream, consumer_name(stream))
+                    views.append(({"stream": stream, "consumer": consumer_name(stream)}, info))
+            families += [
+                family("gauge", "baton_consumer_pending_messages", "Messages in the stream not yet delivered "
+                       "to the consumer", [(labels, info.num_pending or 0) for labels, info in views]),
+                family("gauge", "baton_consumer_ack_pending_messages", "Messages delivered and not yet "
+                       "acknowledged", [(labels, info.num_ack_pending or 0) for labels, info in views]),
+                family("gauge", "baton_consumer_redelivered_messages", "Unacknowledged messages delivered "
+                       "more than once", [(labels, info.num_redelivered or 0) for labels, info in views]),
+            ]  # fmt: skip
+        async with self.factory() as session:
+            reports = [ProducerReport.of(row) for row in await list_producers(session)]
+
+        def each(field: str) -> list[tuple[dict[str, str], float]]:
+            return [({"producer": r.producer}, float(getattr(r, field))) for r in reports]
+
+        families += [
+            family("gauge", "baton_audit_producer_contiguous_sequence", "Highest sequence of the producer "
+                   "up to which the log has every event", each("contiguous_through")),
+            family("gauge", "baton_audit_producer_seen_sequence", "Highest sequence of the producer seen",
+                   each("last_sequence_seen")),
+            family("gauge", "baton_audit_producer_gaps_open", "Gaps in the producer's sequence not yet "
+                   "healed", each("gaps_open")),
+            family("gauge", "baton_audit_producer_missing_events", "Events missing from the open gaps",
+                   each("missing")),
+            family("gauge", "baton_audit_producer_lost_events", "Events given up as lost (neither the "
+                   "stream nor the producer's outbox had them)", each("lost")),
+            family("counter", "baton_audit_producer_replays_requested", "Replays asked of the producer",
+                   each("replays_requested")),
+        ]  # fmt: skip
+        return families
 
     async def heal(self) -> int:
         assert self.nc is not None
