@@ -41,6 +41,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -66,7 +67,14 @@ from shared.messaging.relay import DB_ERRORS, Backoff
 from shared.messaging.streams import ensure_consumer
 from shared.metrics import family
 
-__all__ = ["ConsumerRunner", "ConsumerStats", "Handler", "dead_letter_count", "typed_handler"]
+__all__ = [
+    "ConsumerRunner",
+    "ConsumerStats",
+    "Handler",
+    "consumer_families",
+    "dead_letter_count",
+    "typed_handler",
+]
 
 log = logging.getLogger(__name__)
 
@@ -226,14 +234,7 @@ class ConsumerRunner:
             with contextlib.suppress(NotFoundError):  # not declared yet: no JetStream view to report
                 info = await self._js.consumer_info(self.stream, self.consumer)
         if info is not None:
-            families += [
-                family("gauge", "baton_consumer_pending_messages", "Messages in the stream not yet delivered "
-                       "to the consumer", [(this, info.num_pending or 0)]),
-                family("gauge", "baton_consumer_ack_pending_messages", "Messages delivered and not yet "
-                       "acknowledged", [(this, info.num_ack_pending or 0)]),
-                family("gauge", "baton_consumer_redelivered_messages", "Unacknowledged messages delivered "
-                       "more than once", [(this, info.num_redelivered or 0)]),
-            ]  # fmt: skip
+            families += consumer_families([(this, info)])
         async with self.session_factory() as session:
             dead = await dead_letter_count(session, self.consumer)
         outcomes = ("processed", "duplicates", "unhandled", "retried", "dead_lettered")
@@ -618,6 +619,18 @@ class _Outcome:
     action: Literal["ack", "nak", "term"]
     stat: Literal["processed", "duplicates", "unhandled", "retried", "dead_lettered"]
     delay: float = 0.0
+
+
+def consumer_families(views: Sequence[tuple[Mapping[str, str], ConsumerInfo]]) -> list[Metric]:
+    """JetStream's view of durable consumers (labelled ``stream`` and ``consumer``), as metric families."""
+    return [
+        family("gauge", "baton_consumer_pending_messages", "Messages in the stream not yet delivered to the "
+               "consumer", [(labels, info.num_pending or 0) for labels, info in views]),
+        family("gauge", "baton_consumer_ack_pending_messages", "Messages delivered and not yet acknowledged",
+               [(labels, info.num_ack_pending or 0) for labels, info in views]),
+        family("gauge", "baton_consumer_redelivered_messages", "Unacknowledged messages delivered more than "
+               "once", [(labels, info.num_redelivered or 0) for labels, info in views]),
+    ]  # fmt: skip
 
 
 async def dead_letter_count(session: AsyncSession, consumer: str) -> int:

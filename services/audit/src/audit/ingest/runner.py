@@ -20,6 +20,7 @@ from audit.config import AuditSettings
 from audit.ingest.consumer import StreamConsumer, consumer_name
 from audit.ingest.healing import ProducerReport, heal_once, reconcile_once
 from audit.ingest.producers import list_producers
+from shared.messaging.consumer import consumer_families
 from shared.metrics import family
 
 __all__ = ["AuditIngest"]
@@ -136,14 +137,7 @@ class AuditIngest:
                 with contextlib.suppress(NotFoundError):
                     info = await js.consumer_info(stream, consumer_name(stream))
                     views.append(({"stream": stream, "consumer": consumer_name(stream)}, info))
-            families += [
-                family("gauge", "baton_consumer_pending_messages", "Messages in the stream not yet delivered "
-                       "to the consumer", [(labels, info.num_pending or 0) for labels, info in views]),
-                family("gauge", "baton_consumer_ack_pending_messages", "Messages delivered and not yet "
-                       "acknowledged", [(labels, info.num_ack_pending or 0) for labels, info in views]),
-                family("gauge", "baton_consumer_redelivered_messages", "Unacknowledged messages delivered "
-                       "more than once", [(labels, info.num_redelivered or 0) for labels, info in views]),
-            ]  # fmt: skip
+            families += consumer_families(views)
         async with self.factory() as session:
             reports = [ProducerReport.of(row) for row in await list_producers(session)]
 
