@@ -149,3 +149,10 @@ def test_migrations_are_where_the_image_says(stages):
     in_runtime = posixpath.join(copied_to, posixpath.relpath(dst, built_at))
     assert runtime.env["BATON_MIGRATIONS_DIR"] == in_runtime
     assert runtime.env["BATON_SERVICE"] == "<SERVICE>"
+
+
+def test_operations_guide_names_what_the_image_sets(stages):
+    runtime = list(stages.values())[-1]
+    guide = (ROOT / "docs/operations.md").read_text()
+    assert f"| `BATON_MIGRATIONS_DIR` | `{runtime.env['BATON_MIGRATIONS_DIR']}`" in guide
+    assert "| `BATON_SERVICE` |" in guide

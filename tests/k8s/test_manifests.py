@@ -67,6 +67,8 @@ def test_every_object_validates_strictly(objects, version):
 
 def test_platform_files_parse():
     cluster = yaml.safe_load((ROOT / "k8s/platform/postgres-cluster.yaml").read_text())
+    # applied with -n into the overlay's namespace: Baton reaches it by Service name, in its own namespace
+    assert "namespace" not in cluster["metadata"]
     assert cluster["spec"]["instances"] == 3
     sql = " ".join(cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"])
     assert "CREATE EXTENSION IF NOT EXISTS vector" in sql
