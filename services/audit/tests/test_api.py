@@ -3,10 +3,13 @@ export, verify, checkpoints and the public key."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import json
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -31,16 +34,22 @@ def bearer(sub: str = "u", **claims) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS.issue(sub, **claims)}"}
 
 
-@pytest.fixture
-async def api(audit_schema):
+@contextlib.asynccontextmanager
+async def _client(audit_schema, **settings):
     schema, engine = audit_schema
-    settings = Settings(environment="test", database_schema=schema, max_query_days=31)
+    settings = Settings(environment="test", database_schema=schema, **{"max_query_days": 31, **settings})
     app = build_app(settings, engine=engine, token_verifier=TOKENS.verifier(), configure_observability=False)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
     ):
         client.app = app
+        yield client
+
+
+@pytest.fixture
+async def api(audit_schema):
+    async with _client(audit_schema) as client:
         yield client
 
 
@@ -208,6 +217,64 @@ async def test_export_streams_ndjson_and_csv(api, factory, client_a):
     assert len(rows) == 1234
     assert rows[0]["sequence"] == "1"
     assert json.loads(rows[0]["payload"]) == {"i": 0, "note": "event 0"}
+
+
+def _is_problem(r: httpx.Response, status: int) -> bool:
+    return r.status_code == status and r.headers["content-type"].startswith("application/problem+json")
+
+
+async def _reads(factory) -> int:
+    async with factory() as session:
+        return len((await session.execute(select(Entry.id).where(Entry.action == READ_ACTION))).all())
+
+
+async def test_a_query_over_the_time_limit_is_refused_as_too_broad(
+    audit_schema, seeded, superuser, factory, client_a
+):
+    admin = bearer("root", admin=True)
+    params = {"client_id": str(client_a)}
+    # An old month partition (of another chain) that a concurrent transaction will hold: reads of the
+    # log wait for it past their limit on any machine, while the read records still go in this month's.
+    await append(factory, drafts_for(uuid.uuid4(), 1), at=datetime(2023, 5, 10, tzinfo=UTC))
+    async with _client(audit_schema, query_timeout_seconds=0.2) as api:
+        async with superuser.transaction():
+            await superuser.execute("LOCK TABLE entries_2023_05 IN ACCESS EXCLUSIVE MODE")
+            listed = await api.get("/v1/audit/entries", params=params, headers=admin)
+            exported = await api.get("/v1/audit/export", params=params, headers=admin)
+        for r in (listed, exported):
+            assert _is_problem(r, 400), r.text
+            assert r.json()["code"] == "audit_query_too_broad"
+        assert await _reads(factory) == 1  # the refused list is not recorded; the export's attempt is
+        # Unhindered, the same limit is enough.
+        assert (await api.get("/v1/audit/entries", params=params, headers=admin)).status_code == 200
+        assert (await api.get("/v1/audit/export", params=params, headers=admin)).status_code == 200
+    # A limit below a millisecond is still a limit (a statement_timeout of 0 would be none: a hang).
+    async with _client(audit_schema, query_timeout_seconds=0.0004) as api:
+        async with superuser.transaction():
+            await superuser.execute("LOCK TABLE entries_2023_05 IN ACCESS EXCLUSIVE MODE")
+            r = await asyncio.wait_for(api.get("/v1/audit/entries", params=params, headers=admin), 10)
+        assert _is_problem(r, 400), r.text
+
+
+async def test_export_checks_its_time_range_before_streaming(api, seeded, factory, client_a):
+    admin = bearer("root", admin=True)
+    for params in (
+        {"since": "2025-02-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},  # empty
+        {"since": "2025-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},  # empty
+        {"since": "2024-01-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"},  # > 31 days
+        {"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"},  # everything there is
+        {"since": "2025-01-01"},  # no time
+        {"until": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC
+    ):
+        r = await api.get("/v1/audit/export", params={"client_id": str(client_a), **params}, headers=admin)
+        assert _is_problem(r, 422), (params, r.text)
+    assert await _reads(factory) == 0  # refused before anything was read (or recorded)
+    r = await api.get(
+        "/v1/audit/export",
+        params={"client_id": str(client_a), "since": "2025-01-01T00:00:00Z", "until": "2025-01-31T00:00:00Z"},
+        headers=admin,
+    )
+    assert r.status_code == 200
 
 
 async def test_checkpoints_verify_with_the_served_public_key(api, factory, client_a):

@@ -169,7 +169,14 @@ def _csv_line(values: list[object]) -> bytes:
     "/export",
     responses={
         200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
-        **problems(401, 403, 404, 422, described=_READ),
+        **problems(
+            400,
+            401,
+            403,
+            404,
+            422,
+            described={**_READ, 400: "A query that took too long (narrow the filter)"},
+        ),
     },
     response_class=StreamingResponse,
 )
@@ -187,14 +194,13 @@ async def export(
         session, audit, principal, chain=f.chain, what="export",
         details={"filter": f.described(), "format": format}, request_id=_request_id(request),
     )  # fmt: skip
-    await session.commit()
-    factory = session_factory(request)
-    timeout = audit.settings.query_timeout_seconds
+    await session.commit()  # first: the export includes its own read (refused as too broad, it stays)
+    rows = await service.export_rows(session_factory(request), f, audit.settings.query_timeout_seconds)
 
     async def body() -> AsyncIterator[bytes]:
         if format == "csv":
             yield _csv_line(list(_CSV_COLUMNS))
-        async for row in service.export_rows(factory, f, timeout):
+        async for row in rows:
             doc = EntryRead.of(row)
             if format == "csv":
                 flat = doc.model_dump(mode="json")

@@ -6,6 +6,7 @@ the chain that was read (the platform chain for cross-chain reads by admins), wi
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ from shared.telemetry import current_trace_id
 __all__ = ["check_filter", "export_rows", "get_entry", "list_entries", "record_read", "verify"]
 
 _EXPORT_PAGE = 500
+_TOO_BROAD = "The query took too long; narrow the filter or the time range"
 
 
 def check_filter(f: EntryFilter, max_days: int) -> None:
@@ -93,7 +95,8 @@ def _cursor_of(e: Entry) -> str:
 
 
 async def _bounded(session: AsyncSession, seconds: float) -> None:
-    await session.execute(text(f"SET LOCAL statement_timeout = {int(seconds * 1000)}"))
+    # At least 1 ms: a statement_timeout of 0 would mean no limit at all.
+    await session.execute(text(f"SET LOCAL statement_timeout = {max(1, math.ceil(seconds * 1000))}"))
 
 
 def _too_broad(exc: DBAPIError) -> bool:
@@ -118,7 +121,7 @@ async def list_entries(
         rows = await repo.list_entries(session, f, limit=limit + 1, after=after)
     except DBAPIError as exc:
         if _too_broad(exc):
-            raise QueryTooBroad("The query took too long; narrow the filter or the time range") from None
+            raise QueryTooBroad(_TOO_BROAD) from None
         raise
     await session.execute(text("SET LOCAL statement_timeout = 0"))
     next_cursor = _cursor_of(rows[limit - 1]) if len(rows) > limit else None
@@ -161,23 +164,51 @@ async def get_entry(
     return entry
 
 
+async def _export_page(
+    factory: async_sessionmaker[AsyncSession],
+    f: EntryFilter,
+    timeout_seconds: float,
+    *,
+    after: repo.Position | None,
+    page_size: int,
+) -> list[Entry]:
+    async with factory() as session, session.begin():
+        await _bounded(session, timeout_seconds)
+        try:
+            rows = await repo.list_entries(session, f, limit=page_size, after=after)
+        except DBAPIError as exc:
+            if _too_broad(exc):
+                raise QueryTooBroad(_TOO_BROAD) from None
+            raise
+        session.expunge_all()
+    return rows
+
+
 async def export_rows(
-    factory: async_sessionmaker[AsyncSession], f: EntryFilter, timeout_seconds: float
+    factory: async_sessionmaker[AsyncSession],
+    f: EntryFilter,
+    timeout_seconds: float,
+    *,
+    page_size: int = _EXPORT_PAGE,
 ) -> AsyncIterator[Entry]:
     """Every entry matching ``f``, page by page, each page in its own short transaction: constant memory
-    and no transaction held open while the client reads slowly."""
-    after: repo.Position | None = None
-    while True:
-        async with factory() as session, session.begin():
-            await _bounded(session, timeout_seconds)
-            rows = await repo.list_entries(session, f, limit=_EXPORT_PAGE, after=after)
-            session.expunge_all()
-        for row in rows:
-            yield row
-        if len(rows) < _EXPORT_PAGE:
-            return
-        last = rows[-1]
-        after = (last.recorded_at, last.chain_id, last.sequence)
+    and no transaction held open while the client reads slowly. The first page is read before this
+    returns, so a query too broad for the time limit is refused (``QueryTooBroad``) before a response
+    starts; a later page over the limit can only cut the stream short."""
+    first = await _export_page(factory, f, timeout_seconds, after=None, page_size=page_size)
+
+    async def pages() -> AsyncIterator[Entry]:
+        rows = first
+        while True:
+            for row in rows:
+                yield row
+            if len(rows) < page_size:
+                return
+            last = rows[-1]
+            after = (last.recorded_at, last.chain_id, last.sequence)
+            rows = await _export_page(factory, f, timeout_seconds, after=after, page_size=page_size)
+
+    return pages()
 
 
 async def verify(
