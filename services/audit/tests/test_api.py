@@ -19,9 +19,11 @@ from audit.chain.records import READ_ACTION
 from audit.checkpoints.service import create_due_checkpoints
 from audit.checkpoints.signing import b64url_decode
 from audit.config import Settings
+from audit.entries import service
+from audit.entries.schemas import EntryFilter
 from audit.main import build_app
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from shared.auth.testing import TokenFactory
 
@@ -275,6 +277,33 @@ async def test_export_checks_its_time_range_before_streaming(api, seeded, factor
         headers=admin,
     )
     assert r.status_code == 200
+
+
+async def test_export_reads_page_by_page_in_short_transactions(audit_schema, factory, client_a):
+    """What makes the export constant-memory: pages of ``page_size`` rows, each read in a transaction of
+    its own when the previous one has been consumed, no connection held in between."""
+    engine = audit_schema[1]
+    await append(factory, drafts_for(client_a, 7))
+    pages: list[str] = []
+
+    def count_pages(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("SELECT") and "FROM entries" in statement and "LIMIT" in statement:
+            pages.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count_pages)
+    try:
+        rows = await service.export_rows(factory, EntryFilter(chain=str(client_a)), 10.0, page_size=3)
+        assert len(pages) == 1  # the first page only, before anything is streamed
+        seen = []
+        async for row in rows:
+            assert engine.pool.checkedout() == 0  # no connection, so no transaction, while the reader reads
+            seen.append(row.sequence)
+            if row.sequence == 2:  # committed while the export runs: a later page reads it
+                await append(factory, drafts_for(client_a, 2))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count_pages)
+    assert seen == list(range(1, 10))
+    assert len(pages) == 4  # 3 + 3 + 3 rows, then an empty page
 
 
 async def test_checkpoints_verify_with_the_served_public_key(api, factory, client_a):
