@@ -310,7 +310,8 @@ async def real_svc(make_svc: Callable[..., Any], real_model: EmbeddingProvider) 
 
 
 class PdfFactory:
-    """PDF files built by the tests themselves: text pages, encrypted, corrupt, image-only, zip bombs."""
+    """PDF files built by the tests themselves: text pages, encrypted, corrupt, image-only, zip bombs,
+    slow to parse, greedy for memory."""
 
     @staticmethod
     def text(pages: list[str]) -> bytes:
@@ -405,6 +406,44 @@ class PdfFactory:
             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         ]
         return PdfFactory._assemble(objects)
+
+    @staticmethod
+    def _one_page(*contents: bytes) -> bytes:
+        """One Helvetica page drawn by ``contents``, each a Flate-compressed stream (several: an array)."""
+        import zlib
+
+        streams = [zlib.compress(content, 9) for content in contents]
+        refs = " ".join(f"{5 + n} 0 R" for n in range(len(streams)))
+        objects = [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >> "
+            + f"/Contents [{refs}] >>".encode(),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ]
+        for stream in streams:
+            objects.append(
+                b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream"
+            )
+        return PdfFactory._assemble(objects)
+
+    @staticmethod
+    def slow(operations: int = 300_000) -> bytes:
+        """A few KB whose page holds ``operations`` path operators (6 tokens each, under pypdf's 2 million
+        tokens per stream): seconds of parsing before the text comes out."""
+        return PdfFactory._one_page(b"BT /F1 12 Tf 72 720 Td (slow) Tj ET\n" + b"0 0 m 1 1 l\n" * operations)
+
+    @staticmethod
+    def memory_hog(image_bytes: int = 70_000_000) -> bytes:
+        """~70 KB whose page draws its text, then an uncompressed inline image of ``image_bytes`` (under
+        pypdf's 75 MB per page): parsed in a few buffered reads, but the reader holds copies of the image at
+        once and needs over 192 MB of address space, where an ordinary PDF needs under 96 MB."""
+        width = 1000
+        height = image_bytes // width
+        image = b"q 100 0 0 100 72 500 cm BI /W %d /H %d /BPC 8 /CS /G ID " % (width, height)
+        return PdfFactory._one_page(
+            b"BT /F1 12 Tf 72 720 Td (hog) Tj ET", image + bytes(width * height) + b"\nEI Q\n"
+        )
 
 
 @pytest.fixture(scope="session")

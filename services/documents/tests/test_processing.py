@@ -3,8 +3,11 @@ way a file can fail ends as a failed version with a reason and an event (never a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from documents.embeddings import EmbeddingError
+from documents.processing.extraction import extract_pdf
 
 from shared.messaging import TransientError
 
@@ -148,21 +151,41 @@ async def test_bad_pdfs_fail_cleanly_with_a_reason(svc, pdfs, make, code, hint):
     assert await svc.count("chunks") == 0
 
 
-async def test_pdf_over_time_or_memory_limits_fails_not_the_worker(svc, pdfs):
-    from dataclasses import replace
-
+async def _pdf_fails_under(svc, data, **limits):
+    """Process ``data`` under tightened extraction limits; the failed version's (code, reason). The worker
+    goes on: a document uploaded after it is indexed."""
     client_id, project_id = await svc.known_project()
-    await svc.upload_file(
-        project_id,
-        pdfs.text(["fine text"] * 3),
-        svc.user(client_id),
-        filename="x.pdf",
-        content_type="application/pdf",
-    )
-    svc.processor.limits = replace(svc.processor.limits, timeout_seconds=0.01)
+    user = svc.user(client_id)
+    r = await svc.upload_file(project_id, data, user, filename="x.pdf", content_type="application/pdf")
+    assert r.status_code == 201, r.text
+    generous = svc.processor.limits
+    svc.processor.limits = replace(generous, **limits)
     assert list((await svc.process_pending()).values()) == ["failed"]
-    code = await svc.scalar("SELECT failure_code FROM document_versions")
-    assert code in ("pdf_timeout", "pdf_too_complex")
+    svc.processor.limits = generous
+    await svc.upload_md(project_id, "# Next\n\nstill working", user)
+    assert list((await svc.process_pending()).values()) == ["indexed"]
+    return tuple(
+        await svc.scalar(
+            "SELECT array[failure_code, failure_reason] FROM document_versions WHERE status = 'failed'"
+        )
+    )
+
+
+async def test_pdf_over_the_time_limit_fails_with_pdf_timeout(svc, pdfs):
+    # The file parses for seconds; the wall-clock limit (1 s) ends it before the CPU cap (2 s) could.
+    code, reason = await _pdf_fails_under(svc, pdfs.slow(), timeout_seconds=1.0)
+    assert code == "pdf_timeout"
+    assert "longer than 1 s" in reason
+
+
+async def test_pdf_over_the_memory_cap_fails_with_pdf_too_complex(svc, pdfs):
+    hog, low = pdfs.memory_hog(), replace(svc.processor.limits, memory_bytes=128 * 1024 * 1024)
+    code, reason = await _pdf_fails_under(svc, hog, memory_bytes=low.memory_bytes)
+    assert code == "pdf_too_complex"
+    assert "needs more memory" in reason  # the child's own MemoryError, not a crash
+    # The cap is what fails it: an ordinary PDF reads under the same cap, this one under the usual 512 MB.
+    assert (await extract_pdf(pdfs.text(["fine text"]), low)).pages[0].strip() == "fine text"
+    assert (await extract_pdf(hog, svc.processor.limits)).pages == ("hog",)
 
 
 async def test_too_many_chunks_fails_with_advice(svc):
