@@ -152,7 +152,11 @@ def container(s: Svc, component: str, command: list[str]) -> dict[str, Any]:
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if component == "api":
-        c["ports"] = [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+        c["ports"] = [
+            {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": 8001, "protocol": "TCP"},  # never behind the Service
+        ]
+        c["env"] = [*c["env"], {"name": "BATON_METRICS_PORT", "value": "8001"}]
         probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
         c["readinessProbe"] = {**probe, "failureThreshold": 3}
         c["livenessProbe"] = {
@@ -166,7 +170,7 @@ def container(s: Svc, component: str, command: list[str]) -> dict[str, Any]:
         # Endpoints drop the pod first; the sleep lets in-flight requests drain before SIGTERM.
         c["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", "10"]}}}
     else:
-        # Workers have no port; liveness is the process itself. SIGTERM finishes the current batch.
+        # A worker's only port: its probes and /metrics. SIGTERM finishes the current batch.
         c["ports"] = [{"name": "health", "containerPort": 8001, "protocol": "TCP"}]
         c["env"] = [*c["env"], {"name": "BATON_WORKER_HEALTH_PORT", "value": "8001"}]
         probe = {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 10, "timeoutSeconds": 3}
@@ -244,7 +248,18 @@ def deployment(s: Svc, component: str) -> dict[str, Any]:
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": lab},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": lab}, "spec": pod},
+            "template": {
+                "metadata": {
+                    "labels": lab,
+                    # For annotation-based scrape configs; k8s/platform/podmonitor.yaml does the same.
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": "8001",
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod,
+            },
         },
     }
 
@@ -313,7 +328,7 @@ def network_policy(s: Svc) -> dict[str, Any]:
                 "ports": [{"port": 8000, "protocol": "TCP"}],
             }
         )
-    ingress.append({"from": [PROMETHEUS], "ports": tcp(8000, 8001)})
+    ingress.append({"from": [PROMETHEUS], "ports": tcp(8001)})  # /metrics, on no Service
     # every NATS server, not only the Service's: clients follow the servers' connect_urls
     egress: list[dict[str, Any]] = [{"to": [{"podSelector": {"matchLabels": NATS_PODS}}], "ports": tcp(4222)}]
     if s.database:

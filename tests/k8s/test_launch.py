@@ -207,6 +207,8 @@ def test_each_deployment_starts_and_turns_ready(manifests, postgres, nats, launc
                         for i, a in enumerate(argv)]  # fmt: skip
                 if "BATON_WORKER_HEALTH_PORT" in env:
                     env["BATON_WORKER_HEALTH_PORT"] = str(port)
+                if "BATON_METRICS_PORT" in env:  # every API's is 8001 in its pod; here they share a host
+                    env["BATON_METRICS_PORT"] = str(free_port())
                 argv = ["127.0.0.1" if a == "0.0.0.0" else a for a in argv]
                 argv = local_argv(argv)
                 log = tmp_path / f"{service}-{component}.log"
@@ -214,6 +216,12 @@ def test_each_deployment_starts_and_turns_ready(manifests, postgres, nats, launc
                     proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
                 procs.append(proc)
                 wait_ready(f"http://127.0.0.1:{port}{probe['path']}", proc, log)
+                # Prometheus scrapes the pod where the manifests say: the API's metrics port, the worker's probes.
+                scraped = httpx.get(
+                    f"http://127.0.0.1:{env.get('BATON_METRICS_PORT', port)}/metrics", timeout=10
+                )
+                assert scraped.status_code == 200, d["metadata"]["name"]
+                assert "process_resident_memory_bytes" in scraped.text
                 checked.append(d["metadata"]["name"])
     finally:
         for proc in procs:

