@@ -1,6 +1,8 @@
-"""Events of the workflows service: each project's BMAD workflow instance, its tasks and decisions.
+"""Events of the workflows service: the workflow definitions it knows, and each project's BMAD workflow
+instance, its tasks and decisions.
 
-Every event carries ``instance_id``, ``project_id``, ``client_id`` and the instance ``version`` after the
+``definition.published`` is platform-level (no tenant): the envelope's ``subject`` is the definition id.
+Every other event carries ``instance_id``, ``project_id``, ``client_id`` and the instance ``version`` after the
 change (a consumer drops a stale or reordered event by comparing versions). The envelope's ``tenant`` is
 the client id and its ``subject`` the id of the task, decision or instance the event is about.
 """
@@ -19,6 +21,7 @@ __all__ = [
     "WorkflowCompleted",
     "WorkflowDecisionMade",
     "WorkflowDecisionRequested",
+    "WorkflowDefinitionPublished",
     "WorkflowStarted",
     "WorkflowStoryStatusChanged",
     "WorkflowTaskClaimed",
@@ -29,6 +32,20 @@ __all__ = [
 ]
 
 StoryStatus = Literal["backlog", "ready-for-dev", "in-progress", "review", "done"]
+
+
+@register
+class WorkflowDefinitionPublished(Event):
+    """Version ``version`` of the workflow definition ``definition_id`` was stored (a built-in BMAD file or
+    an admin's upload), so projects may now name it as their ``type`` or ``workflow_id``. Published once
+    per stored version; a reader keeps the highest ``version`` it saw and ignores an older or repeated one.
+    Definitions are never deleted, so there is no withdrawal event."""
+
+    event_type: ClassVar[str] = "baton.workflows.definition.published.v1"
+    definition_id: str = Field(min_length=1, max_length=100)
+    version: int = Field(ge=1)
+    name: str
+    format: str
 
 
 class _InstanceEvent(Event):
