@@ -45,7 +45,7 @@ async def test_migrations_match_the_models(fresh_schema, database_url):
     schema, engine = await fresh_schema("wfmig")
     await upgrade(database_url, MIGRATIONS, schema)
     await upgrade(database_url, MIGRATIONS, schema)  # idempotent
-    assert await current_revision(database_url, schema) == "0002"
+    assert await current_revision(database_url, schema) == "0003"
     async with engine.connect() as conn:
         assert await conn.run_sync(_diff, schema) == []
         tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names(schema=schema)))

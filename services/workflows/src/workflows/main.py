@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from shared.app import create_app
 from workflows.config import Settings
 from workflows.definitions.router import router as definitions_router
-from workflows.definitions.service import load_builtin
+from workflows.definitions.service import announce_unannounced, load_builtin
 from workflows.instances.router import router as instances_router
 from workflows.tasks.router import router as tasks_router
 
@@ -22,17 +22,22 @@ log = logging.getLogger("workflows")
 async def _load_builtin(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     factory = app.state.resources.session_factory
-    if settings.load_builtin and factory is not None:
+    if factory is None:
+        return
+    if settings.load_builtin:
         stored = await load_builtin(factory)
         if stored:
             log.info("stored %d built-in workflow definition version(s)", stored)
+    announced = await announce_unannounced(factory)
+    if announced:
+        log.info("announced %d workflow definition(s) stored before announcements", announced)
 
 
 def build_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     """``overrides`` go to ``shared.app.create_app`` (tests pass ``engine``, ``token_verifier``, ...).
 
     The API never talks to NATS (events leave through the outbox and ``workflows.worker``). The built-in
-    BMAD definitions are stored at startup (idempotent).
+    BMAD definitions are stored at startup and definitions never announced are announced (both idempotent).
     """
     overrides.setdefault("use_nats", False)
     on_startup = [_load_builtin, *overrides.pop("on_startup", ())]

@@ -18,7 +18,7 @@ from shared.db import create_engine, create_session_factory, transaction
 from shared.messaging import InboxPruning, OutboxRelay, run_worker
 from shared.telemetry import configure_logging, configure_tracing
 from workflows.config import Settings
-from workflows.definitions.service import load_builtin
+from workflows.definitions.service import announce_unannounced, load_builtin
 from workflows.instances.handlers import documents_consumer, projects_consumer
 from workflows.instances.service import sweep_expired_leases
 
@@ -63,6 +63,7 @@ async def run(settings: Settings) -> None:
         factory = create_session_factory(engine)
         if settings.load_builtin:
             await load_builtin(factory)  # project.created may arrive before the API ever started
+        await announce_unannounced(factory)
         relay = OutboxRelay(
             engine, settings.nats_url, settings.service_name, replicas=settings.nats_stream_replicas
         )

@@ -21,6 +21,8 @@ class DefinitionRow(Base):
     name: Mapped[str] = mapped_column(String(300))
     format: Mapped[str] = mapped_column(String(32))
     latest_version: Mapped[int] = mapped_column(Integer)
+    # The latest version announced with ``definition.published`` (NULL: stored before announcements).
+    announced_version: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

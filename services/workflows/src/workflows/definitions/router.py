@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from shared.auth import AdminPrincipal, get_principal
 from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor, problems
+from shared.messaging.envelope import Actor
 from workflows.definitions import service
 from workflows.definitions.loader import MAX_SOURCE_BYTES
 from workflows.definitions.models import DefinitionRow, DefinitionVersionRow
@@ -159,11 +160,16 @@ async def _source(request: Request) -> str:
 async def upload_definition(
     request: Request, response: Response, session: SessionDep, principal: AdminPrincipal
 ) -> DefinitionRead:
-    """Store a new version of a workflow (v4 ``workflow:`` or v6 ``phases:``). A file that does not load
-    is refused with 422 listing each problem's line, step and reason; nothing is stored then."""
+    """Store a new version of a workflow (v4 ``workflow:`` or v6 ``phases:``) and announce it
+    (``definition.published``), so projects can name it. A file that does not load is refused with 422
+    listing each problem's line, step and reason; nothing is stored then."""
     source = await _source(request)
     version, created = await service.store_definition(
-        session, source, origin="upload", created_by=principal.subject
+        session,
+        source,
+        origin="upload",
+        created_by=principal.subject,
+        actor=Actor(subject=principal.subject, kind=principal.kind, name=principal.display_name),
     )
     if not created:
         response.status_code = 200

@@ -1,6 +1,11 @@
 """Storing definitions: each upload of an id is a new immutable version (source text, content hash,
 normalized model); instances keep the version they started on. The built-in BMAD files are stored at
 startup, once per content hash, so restarts and concurrent replicas add nothing twice.
+
+Every stored version is announced with ``definition.published`` in the transaction that stores it (other
+services, projects first, learn which workflow ids exist from it). ``definitions.announced_version``
+records the announced version; ``announce_unannounced`` announces, once, the rows stored before that
+column existed.
 """
 
 from __future__ import annotations
@@ -8,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import transaction, utcnow
 from shared.errors import NotFound, ValidationFailed
+from shared.events.workflows import WorkflowDefinitionPublished
+from shared.messaging.envelope import Actor
+from shared.messaging.outbox import emit
 from workflows.definitions.errors import DefinitionError
 from workflows.definitions.loader import content_hash, load_definition
 from workflows.definitions.model import WorkflowModel
@@ -22,6 +30,7 @@ __all__ = [
     "BUILTIN_DIR",
     "DefinitionInvalid",
     "DefinitionNotFound",
+    "announce_unannounced",
     "builtin_files",
     "find_for_project",
     "get_definition",
@@ -35,6 +44,7 @@ __all__ = [
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+SERVICE_ACTOR = Actor(subject="workflows", kind="service", name="workflows")
 
 
 class DefinitionNotFound(NotFound):
@@ -61,10 +71,28 @@ def parse(source: str) -> WorkflowModel:
         ) from None
 
 
+async def _announce(session: AsyncSession, row: DefinitionRow, actor: Actor) -> None:
+    await emit(
+        session,
+        WorkflowDefinitionPublished(
+            definition_id=row.id, version=row.latest_version, name=row.name, format=row.format
+        ),
+        tenant=None,
+        actor=actor,
+        resource_id=row.id,
+    )
+
+
 async def store_definition(
-    session: AsyncSession, source: str, *, origin: str, created_by: str | None
+    session: AsyncSession,
+    source: str,
+    *,
+    origin: str,
+    created_by: str | None,
+    actor: Actor = SERVICE_ACTOR,
 ) -> tuple[DefinitionVersionRow, bool]:
-    """Parse and store; returns (the version row, whether a new version was created).
+    """Parse and store; returns (the version row, whether a new version was created). A new version is
+    announced (``definition.published`` by ``actor``) in the same transaction.
 
     The same content as the latest version of that id is not stored again. Concurrent uploads of one
     id are serialized by a transaction-scoped advisory lock on the id.
@@ -103,7 +131,9 @@ async def store_definition(
         created_at=now,
     )
     session.add(version)
+    row.announced_version = row.latest_version
     await session.flush()
+    await _announce(session, row, actor)
     return version, True
 
 
@@ -131,6 +161,28 @@ async def load_builtin(factory: async_sessionmaker[AsyncSession]) -> int:
             _, created = await store_definition(session, source, origin="builtin", created_by=None)
             stored += int(created)
     return stored
+
+
+async def announce_unannounced(factory: async_sessionmaker[AsyncSession]) -> int:
+    """Announce every definition whose latest version was never announced (stored before announcements
+    existed); how many were announced.
+
+    One ``UPDATE ... RETURNING`` claims the rows: a replica starting at the same time waits on their row
+    locks, then finds them announced and claims nothing, so each version is announced exactly once.
+    """
+    async with transaction(factory) as session:
+        claimed = (
+            await session.scalars(
+                update(DefinitionRow)
+                .where(DefinitionRow.announced_version.is_distinct_from(DefinitionRow.latest_version))
+                .values(announced_version=DefinitionRow.latest_version)
+                .returning(DefinitionRow)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        for row in sorted(claimed, key=lambda r: r.id):
+            await _announce(session, row, SERVICE_ACTOR)
+    return len(claimed)
 
 
 async def list_definitions(
