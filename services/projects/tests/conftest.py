@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from projects.catalog.service import record_definition
 from projects.clients.models import Client
 from projects.config import Settings
 from projects.database import Base, messaging
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.auth.testing import TokenFactory
-from shared.db import create_session_factory
+from shared.db import create_session_factory, transaction
 
 FreshSchema = Callable[..., Awaitable[tuple[str, AsyncEngine]]]
 _names = count(1)
@@ -97,6 +98,13 @@ class Svc:
         r = await self.http.post("/v1/projects", json=body, headers=headers or self.admin)
         assert r.status_code == 201, r.text
         return dict(r.json())
+
+    async def know_workflows(self, *ids: str, version: int = 1) -> None:
+        """Put workflow ids in the catalog, as the worker does when workflows announces them (the handler
+        itself runs through the real consumer in test_catalog.py)."""
+        async with transaction(self.sessions) as session:
+            for definition_id in ids:
+                await record_definition(session, definition_id, version, definition_id)
 
     # -- what is in the database -----------------------------------------------------------------
 

@@ -233,6 +233,7 @@ async def test_random_bodies_never_break_the_service(svc, world):
     """A seeded fuzz: valid bodies with one or two fields replaced by arbitrary JSON. Each answer is a
     success or a 4xx problem, never a 5xx, and every 4xx leaves the database as it was."""
     client, project = world
+    await svc.know_workflows("greenfield-ui")
     rng = random.Random(20_240_601)
     valid = {
         "name": lambda i: f"Fuzz {i}",

@@ -177,6 +177,7 @@ async def test_events_that_must_not_apply_are_dead_lettered_or_ignored(svc, work
 
 async def test_the_relay_publishes_the_outbox_to_the_projects_stream(svc, clean_jetstream, nats_url):
     js = clean_jetstream
+    await svc.know_workflows("greenfield-ui")
     client = await svc.new_client()
     project = await svc.new_project(client["id"], type="greenfield-ui")
 

@@ -47,7 +47,7 @@ async def test_migrations_match_the_models(fresh_schema, database_url):
     schema, engine = await fresh_schema("projmig")
     await upgrade(database_url, MIGRATIONS, schema)
     await upgrade(database_url, MIGRATIONS, schema)  # idempotent
-    assert await current_revision(database_url, schema) == "0002"
+    assert await current_revision(database_url, schema) == "0003"
 
     async with engine.connect() as conn:
         diff = await conn.run_sync(_diff, schema)
@@ -59,6 +59,7 @@ async def test_migrations_match_the_models(fresh_schema, database_url):
         "alembic_version",
         "clients",
         "projects",
+        "workflow_definitions",
         "outbox",
         "outbox_state",
         "inbox",

@@ -60,10 +60,11 @@ async def test_product_owner_creates_reads_updates_and_deletes_a_project(svc):
     [
         ({"type": "service"}, None),
         ({"type": "greenfield-service"}, "greenfield-service"),
-        ({"type": "ui", "workflow_id": "method-greenfield"}, "method-greenfield"),
+        ({"type": "ui", "workflow_id": "bmad-method-greenfield"}, "bmad-method-greenfield"),
     ],
 )
 async def test_workflow_choice(svc, fields, workflow_id):
+    await svc.know_workflows("greenfield-service", "bmad-method-greenfield")
     client = await svc.new_client()
     project = await svc.new_project(client["id"], **fields)
     assert project["type"] == fields["type"]
@@ -231,6 +232,7 @@ async def test_unchanged_values_change_nothing(svc):
     ],
 )
 async def test_fields_the_caller_may_not_set_are_rejected(svc, role, body, fields):
+    await svc.know_workflows("greenfield-ui")
     client, other = await svc.new_client(), await svc.new_client()
     project = await svc.new_project(client["id"])
     body = {k: (other["id"] if v == "OTHER" else v) for k, v in body.items()}

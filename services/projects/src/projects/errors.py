@@ -20,6 +20,7 @@ __all__ = [
     "InvalidStatusTransition",
     "ProjectNameTaken",
     "ProjectNotFound",
+    "UnknownWorkflow",
 ]
 
 
@@ -85,3 +86,24 @@ class EmptyUpdate(ValidationFailed):
 
     def __init__(self) -> None:
         super().__init__("The request changes nothing; send at least one field")
+
+
+class UnknownWorkflow(ValidationFailed):
+    """``type`` or ``workflow_id`` names a workflow the workflows service never announced: no workflow
+    would ever start for the project, so it is refused instead of created."""
+
+    code = "unknown_workflow"
+
+    def __init__(self, refs: dict[str, str]) -> None:
+        fields = sorted(refs)
+        named = ", ".join(f"{name} '{refs[name]}'" for name in fields)
+        hint = "GET /v1/workflow-definitions lists the workflow definitions"
+        errors: list[dict[str, Any]] = [
+            {
+                "loc": ["body", name],
+                "msg": f"No workflow definition '{refs[name]}'; {hint}",
+                "type": "unknown_workflow",
+            }
+            for name in fields
+        ]
+        super().__init__(f"No workflow definition for {named}; {hint}", errors=errors)

@@ -1,7 +1,8 @@
 """The projects worker: ``python -m projects.worker``.
 
 Runs, side by side until SIGTERM/SIGINT: the outbox relay (publishes this service's committed events to
-``BATON_PROJECTS``) and the ``projects-workflows`` consumer (``workflow.completed`` → project completed).
+``BATON_PROJECTS``) and the ``projects-workflows`` consumer (``workflow.completed`` → project completed,
+``definition.published`` → the catalog of workflow ids projects may name).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from projects.catalog.handlers import DEFINITION_PUBLISHED_SUBJECT, on_definition_published
 from projects.projects import service
 from shared.events.workflows import WorkflowCompleted
 from shared.messaging import ConsumerRunner, Envelope, PoisonMessage, stream_name
@@ -49,13 +50,17 @@ async def on_workflow_completed(session: AsyncSession, envelope: Envelope) -> No
 def workflow_events_consumer(
     session_factory: async_sessionmaker[AsyncSession], nats_url: str, **options: Any
 ) -> ConsumerRunner:
-    """The durable consumer ``projects-workflows`` on ``BATON_WORKFLOWS`` (every version of the event)."""
+    """The durable consumer ``projects-workflows`` on ``BATON_WORKFLOWS`` (every version of each event):
+    ``workflow.completed`` and ``definition.published`` (the catalog of known workflow ids)."""
     return ConsumerRunner(
         session_factory,
         nats_url,
         consumer=WORKFLOW_CONSUMER,
         stream=stream_name("workflows"),
-        subjects=[WORKFLOW_COMPLETED_SUBJECT],
-        handlers={WORKFLOW_COMPLETED_SUBJECT: on_workflow_completed},
+        subjects=[WORKFLOW_COMPLETED_SUBJECT, DEFINITION_PUBLISHED_SUBJECT],
+        handlers={
+            WORKFLOW_COMPLETED_SUBJECT: on_workflow_completed,
+            DEFINITION_PUBLISHED_SUBJECT: on_definition_published,
+        },
         **options,
     )

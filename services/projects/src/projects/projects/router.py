@@ -17,6 +17,10 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"])
 CONFLICTS = {
     409: "The name is taken in this client, the client is archived, or the status change is not allowed"
 }
+UNKNOWN_WORKFLOW = (
+    "The body is invalid, or ``type`` / ``workflow_id`` names no known workflow definition "
+    "(``unknown_workflow``; ``errors`` names the field; GET /v1/workflow-definitions lists them)"
+)
 
 
 @router.get("", response_model=Page[ProjectRead], responses=problems(400, 401, 403, 404, 422))
@@ -42,7 +46,7 @@ async def list_projects(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ProjectRead,
-    responses=problems(400, 401, 403, 404, 409, 413, 422, described=CONFLICTS),
+    responses=problems(400, 401, 403, 404, 409, 413, 422, described={**CONFLICTS, 422: UNKNOWN_WORKFLOW}),
 )
 async def create_project(
     principal: Writer, body: ProjectCreate, session: Session, response: Response
@@ -66,7 +70,9 @@ async def get_project(
 @router.patch(
     "/{project_id}",
     response_model=ProjectRead,
-    responses=problems(400, 401, 403, 404, 409, 412, 413, 422, described=CONFLICTS),
+    responses=problems(
+        400, 401, 403, 404, 409, 412, 413, 422, described={**CONFLICTS, 422: UNKNOWN_WORKFLOW}
+    ),
 )
 async def update_project(
     principal: Writer,

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from projects.actors import SERVICE, actor_of
+from projects.catalog.service import require_known
 from projects.clients.repository import ClientRepository
 from projects.constraints import flush_or_raise
 from projects.errors import (
@@ -34,7 +35,7 @@ from projects.policy import (
 )
 from projects.projects.models import Project
 from projects.projects.repository import ProjectRepository
-from projects.projects.schemas import ProjectCreate, ProjectUpdate
+from projects.projects.schemas import STANDARD_TYPES, ProjectCreate, ProjectUpdate
 from shared.auth import Principal
 from shared.db import new_id, utcnow
 from shared.errors import Forbidden
@@ -74,7 +75,9 @@ async def _readable(
 
 
 async def create_project(session: AsyncSession, data: ProjectCreate, *, principal: Principal) -> Project:
-    """``client_id`` must name a client the caller can see (else 404) and may add projects to (else 403)."""
+    """``client_id`` must name a client the caller can see (else 404) and may add projects to (else 403);
+    a ``workflow_id``, and a ``type`` that is not a standard type, must name a workflow definition the
+    workflows service announced (else 422 ``unknown_workflow``)."""
     # FOR SHARE: a concurrent delete or archive of the client waits for this insert, and vice versa,
     # so a project is never added to a client that is being deleted.
     client = await ClientRepository(session).get_live(data.client_id, lock="share")
@@ -84,6 +87,7 @@ async def create_project(session: AsyncSession, data: ProjectCreate, *, principa
         raise Forbidden("You may not create projects for this client", code="insufficient_role")
     if client.status == "archived":
         raise ClientArchived()
+    await require_known(session, _workflow_refs({"type": data.type, "workflow_id": data.workflow_id}))
     project = Project(
         id=new_id(),
         client_id=client.id,
@@ -153,11 +157,28 @@ async def list_projects(
     return slice_rows(rows, limit, lambda p: p.id)
 
 
-def _check_fields(project: Project, sent: dict[str, Any], principal: Principal) -> None:
-    """422 for any sent field this caller may not set: every field for readers without write access,
-    and a fixed field (``client_id``, ``kind``, ``type``, ``workflow_id``) sent with a different value."""
+def _workflow_refs(fields: dict[str, Any]) -> dict[str, str]:
+    """The workflow ids a body names: any ``workflow_id``, and a ``type`` that is not a standard type."""
+    return {
+        name: value
+        for name, value in fields.items()
+        if name in ("type", "workflow_id")
+        and value is not None
+        and not (name == "type" and value in STANDARD_TYPES)
+    }
+
+
+async def _check_fields(
+    session: AsyncSession, project: Project, sent: dict[str, Any], principal: Principal
+) -> None:
+    """422 for any sent field this caller may not set: every field for readers without write access, a
+    ``type`` or ``workflow_id`` naming an unknown workflow, and a fixed field (``client_id``, ``kind``,
+    ``type``, ``workflow_id``) sent with a different value."""
     if not project_fields_writable(principal, project.client_id):
         raise FieldsNotWritable(sent)
+    await require_known(
+        session, _workflow_refs({k: v for k, v in sent.items() if v != getattr(project, k, None)})
+    )
     moved = [name for name in _FIXED_FIELDS if name in sent and sent[name] != getattr(project, name)]
     if moved:
         raise FieldsNotWritable(moved, "These fields are fixed when the project is created")
@@ -177,7 +198,7 @@ async def update_project(
     if not sent:
         raise EmptyUpdate()
     project = await _readable(session, principal, project_id, for_update=True)
-    _check_fields(project, sent, principal)
+    await _check_fields(session, project, sent, principal)
     check_if_match(if_match, project.version)
     target_status = sent.get("status", project.status)
     if target_status != project.status and target_status not in STATUS_TRANSITIONS[project.status]:
