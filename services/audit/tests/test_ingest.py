@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 
@@ -23,7 +24,7 @@ from audit.ingest.runner import AuditIngest
 from sqlalchemy import func, insert, select
 
 from shared.db import new_id, schema_metadata, utcnow
-from shared.messaging import Actor, Envelope, OutboxRelay, add_messaging_tables
+from shared.messaging import Actor, Envelope, OutboxRelay, add_messaging_tables, ensure_stream, to_nats
 from shared.messaging.outbox import outbox
 
 KEYRING = Keyring(Signer.derived("x").public)
@@ -183,6 +184,57 @@ async def test_two_streams_land_in_order_once_with_raw_messages_kept(
 
 async def _at_least(factory, n: int) -> bool:
     return await _count(factory) >= n
+
+
+async def test_an_event_the_log_keeps_refusing_is_stored_raw_after_the_delivery_limit(
+    clean_jetstream, nats_url, superuser, factory, client_a
+):
+    js = clean_jetstream
+    refused, fine = _envelope("kappa", client_a, 0), _envelope("kappa", client_a, 1)
+    # Appending this one event fails every time (as a constraint it breaks would), nothing else does.
+    await superuser.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation'; END $$"
+    )
+    await superuser.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON entry_keys FOR EACH ROW "
+        f"WHEN (NEW.event_id = '{refused.id}') EXECUTE FUNCTION refuse()"
+    )
+    await ensure_stream(js, "kappa")
+    for envelope in (refused, fine):
+        subject, headers, body = to_nats(envelope)
+        await js.publish(subject, body, headers=headers)
+    settings = AuditSettings(**{**FAST, "raw_fallback_after_deliveries": 2})
+    ingest = AuditIngest(factory, nats_url, settings)
+    async with _running(ingest):
+        await _until(lambda: _at_least(factory, 2), timeout=30, what="the raw entry")
+        consumer = ingest.consumers["BATON_KAPPA"]
+
+        async def settled():
+            info = await js.consumer_info("BATON_KAPPA", consumer.durable)
+            return (info.num_ack_pending, info.num_pending) == (0, 0)
+
+        await _until(settled, what="both messages acknowledged")  # nothing left to redeliver
+    assert consumer.stats.naks == 2  # the two deliveries the limit allows, then the raw entry
+
+    async with factory() as session:
+        rows = {r.event_id: r for r in (await session.execute(select(Entry))).scalars()}
+        for chain in (str(client_a), PLATFORM_CHAIN):
+            assert (await verify_chain(session, chain, KEYRING)).ok
+    assert set(rows) == {fine.id, "raw:BATON_KAPPA:1"}
+    assert not rows[fine.id].flagged
+    raw = rows["raw:BATON_KAPPA:1"]
+    assert raw.flagged
+    assert raw.flag_reason.endswith("not appended after 2 deliveries")
+    assert (raw.chain_id, raw.action, raw.source_stream, raw.stream_sequence) == (
+        PLATFORM_CHAIN,
+        refused.type,
+        "BATON_KAPPA",
+        1,
+    )
+    # What came is kept as it came: the event can be read back from the raw entry.
+    assert raw.payload["headers"]["ce-id"] == refused.id
+    assert json.loads(raw.payload["body_text"]) == refused.data
 
 
 async def test_two_audit_replicas_keep_one_gap_free_chain(
