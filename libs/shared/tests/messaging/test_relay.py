@@ -9,11 +9,12 @@ from typing import ClassVar
 
 import orjson
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, text, update
 
 from shared.db import transaction
 from shared.events import Event, register
 from shared.messaging import Actor, OutboxRelay, emit, request_replay, stream_name
+from shared.messaging.outbox import outbox
 from shared.messaging.streams import replay_subject
 
 SERVICE = "relaytest"
@@ -326,3 +327,29 @@ async def test_sent_rows_are_deleted_after_retention(db, nats_url, clean_jetstre
 
 async def _outbox_empty(db) -> bool:
     return not await db.outbox_rows()
+
+
+async def test_by_default_sent_rows_are_kept_seven_days_for_replays(
+    db, nats_url, clean_jetstream, background, eventually
+):
+    ids = await emit_items(db, 3)
+    relay = relay_for(db, nats_url)  # the default retention
+    try:
+        assert await relay.relay_once() == 3
+    finally:
+        await relay.close()
+    async with transaction(db.sessions) as session:
+        for event_id, age in zip(ids, ("6 days 23 hours", "7 days 1 hour", "30 days"), strict=True):
+            await session.execute(
+                update(outbox)
+                .where(outbox.c.id == uuid.UUID(event_id))
+                .values(sent_at=func.now() - text(f"interval '{age}'"))
+            )
+    running = relay_for(db, nats_url)
+    background(running)
+    await eventually(lambda: _pruned(running, 2))
+    assert [str(r.id) for r in await db.outbox_rows()] == ids[:1]  # still there to answer a replay
+
+
+async def _pruned(relay, count: int) -> bool:
+    return relay.stats.pruned >= count
