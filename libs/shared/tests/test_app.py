@@ -143,8 +143,7 @@ async def wait_status(client, path, status, timeout=20.0, params=None):
 
 
 async def test_readyz_follows_postgres(client, postgres):
-    if not postgres.can_restart:
-        pytest.skip("needs the embedded Postgres")
+    postgres.require_restart()
     assert (await client.get("/readyz")).status_code == 200
     postgres.stop()
     try:
@@ -159,8 +158,7 @@ async def test_readyz_follows_postgres(client, postgres):
 
 
 async def test_readyz_follows_nats(client, nats):
-    if not nats.can_restart:
-        pytest.skip("needs the embedded NATS")
+    nats.require_restart()
     assert (await client.get("/readyz")).status_code == 200
     nats.stop()
     try:

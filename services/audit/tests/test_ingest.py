@@ -339,8 +339,7 @@ async def test_gap_left_by_lost_messages_is_healed_by_replay(
 async def test_nothing_lost_or_doubled_across_broker_restart_and_a_killed_consumer(
     clean_jetstream, nats, nats_url, fresh_schema, factory, client_a, client_b
 ):
-    if not nats.can_restart:
-        pytest.skip("needs the embedded NATS server")
+    nats.require_restart()
     producer = await _producer(fresh_schema)
     events = [_envelope("omega", client_a if i % 3 else client_b, i) for i in range(120)]
     relay = OutboxRelay(producer, nats_url, "omega", poll_interval=0.1)

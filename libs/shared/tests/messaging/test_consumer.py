@@ -281,8 +281,7 @@ async def test_events_without_a_handler_are_acked(db, nats_url, js, background, 
 
 
 async def test_consumer_keeps_going_across_a_nats_restart(db, nats, nats_url, js, background, eventually):
-    if not nats.can_restart:
-        pytest.skip("needs the embedded nats-server")
+    nats.require_restart()
     handler = Recorder(db)
     runner = runner_for(db, nats_url, {ThingMade.event_type: handler})
     background(runner)

