@@ -61,7 +61,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "/v1/documents*": [("GET", f"/v1/documents/{ID}"), ("GET", f"/v1/documents/{ID}/versions/1/content")],
     "/v1/search": [("POST", "/v1/search")],
-    "/v1/admin/reindex": [("POST", "/v1/admin/reindex")],
+    "/v1/admin/reindex*": [("POST", "/v1/admin/reindex"), ("GET", f"/v1/admin/reindex/{ID}")],
     "/v1/projects/{project_id}/workflow": [("GET", f"/v1/projects/{PROJECT}/workflow")],
     "/v1/projects/{project_id}/sprint-status": [("GET", f"/v1/projects/{PROJECT}/sprint-status")],
     "/v1/tasks*": [("GET", "/v1/tasks"), ("POST", f"/v1/tasks/{ID}/claim")],

@@ -98,7 +98,7 @@ ROUTES: tuple[Route, ...] = (
     _r("/v1/projects/{project_id}/documents*", "documents", large_body=True),
     _r("/v1/documents*", "documents", large_body=True),
     _r("/v1/search", "documents"),
-    _r("/v1/admin/reindex", "documents"),
+    _r("/v1/admin/reindex*", "documents"),
     # workflows
     _r("/v1/projects/{project_id}/workflow", "workflows"),
     _r("/v1/projects/{project_id}/sprint-status", "workflows"),
