@@ -104,7 +104,7 @@ class PositiveDataAccepted:
 
     A schema-valid request may still break a business rule the OpenAPI document cannot express: an opaque
     cursor that does not decode, an ``If-Match`` naming another version, an empty PATCH, a pydantic
-    validator (control characters, metadata depth).
+    validator (control characters, metadata depth), a workflow id no definition has.
     Those answers are problems whose ``code`` is in ``codes`` (a 400, 412, 415 or 422), or a 422
     ``validation_failed`` whose every error is a ``value_error`` (raised by a validator, not by a schema
     keyword), or an OAuth error of the token endpoint about credentials (``oauth_errors``). Anything else -
@@ -112,7 +112,14 @@ class PositiveDataAccepted:
     """
 
     codes: frozenset[str] = frozenset(
-        {"invalid_cursor", "empty_update", "fields_not_writable", "precondition_failed", "version_mismatch"}
+        {
+            "invalid_cursor",
+            "empty_update",
+            "fields_not_writable",
+            "precondition_failed",
+            "version_mismatch",
+            "unknown_workflow",  # a project type / workflow id the workflows service never announced
+        }
     )
     # Token endpoint answers about credentials that do not exist (what 401 is for other operations).
     oauth_errors: frozenset[str] = frozenset(
