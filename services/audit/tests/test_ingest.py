@@ -19,7 +19,7 @@ from audit.chain.verify import verify_chain
 from audit.checkpoints.signing import Keyring, Signer
 from audit.config import AuditSettings
 from audit.ingest.consumer import consumer_name
-from audit.ingest.healing import reconcile_once
+from audit.ingest.healing import ProducerReport, reconcile_once
 from audit.ingest.runner import AuditIngest
 from sqlalchemy import func, insert, select
 
@@ -201,8 +201,9 @@ async def test_an_event_the_log_keeps_refusing_is_stored_raw_after_the_delivery_
         f"WHEN (NEW.event_id = '{refused.id}') EXECUTE FUNCTION refuse()"
     )
     await ensure_stream(js, "kappa")
-    for envelope in (refused, fine):
+    for sequence, envelope in enumerate((refused, fine), start=1):
         subject, headers, body = to_nats(envelope)
+        headers["ce-sequence"] = str(sequence)  # as the producer's relay numbers them
         await js.publish(subject, body, headers=headers)
     settings = AuditSettings(**{**FAST, "raw_fallback_after_deliveries": 2})
     ingest = AuditIngest(factory, nats_url, settings)
@@ -219,8 +220,12 @@ async def test_an_event_the_log_keeps_refusing_is_stored_raw_after_the_delivery_
 
     async with factory() as session:
         rows = {r.event_id: r for r in (await session.execute(select(Entry))).scalars()}
+        state = await session.get(Producer, "kappa")
         for chain in (str(client_a), PLATFORM_CHAIN):
             assert (await verify_chain(session, chain, KEYRING)).ok
+    # The raw entry holds the producer's sequence 1: the next event followed it and nothing counts as lost.
+    report = ProducerReport.of(state)
+    assert (report.contiguous_through, report.gaps_open, report.lost) == (2, 0, 0)
     assert set(rows) == {fine.id, "raw:BATON_KAPPA:1"}
     assert not rows[fine.id].flagged
     raw = rows["raw:BATON_KAPPA:1"]

@@ -164,7 +164,9 @@ class StreamConsumer:
                 reason=f"not appended after {meta.num_delivered - 1} deliveries",
                 max_payload_bytes=self.settings.max_payload_bytes,
             )
-            return IngestItem(draft, counts_as_seen=False)
+            # A readable event the log kept refusing: kept raw, it still takes its producer sequence, so the
+            # producer's later events are not held behind it and no replay is asked for what is here.
+            return IngestItem(draft, counts_as_seen=True)
         draft, parsed = draft_from_message(
             msg,
             stream=self.stream,
