@@ -159,6 +159,7 @@ class Svc:
         return [
             e["type"].removeprefix("baton.workflows.workflow.").removesuffix(".v1")
             for e in await self.outbox()
+            if e["type"].startswith("baton.workflows.workflow.")  # not the definitions' announcements
         ]
 
 
