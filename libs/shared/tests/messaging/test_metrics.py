@@ -104,9 +104,12 @@ async def test_a_worker_serves_the_outbox_and_consumer_metrics(db, nats_url, cle
                 assert r.headers["content-type"].startswith("text/plain")
                 scrape = samples(r.text)
                 try:
+                    # Settled as JetStream and the database see it too: acks, term and sent marks are in.
                     return (
                         value(scrape, "baton_consumer_dead_letters", **labels) == 1
                         and value(scrape, "baton_consumer_messages_total", outcome="processed", **labels) == 2
+                        and value(scrape, "baton_consumer_ack_pending_messages", **labels) == 0
+                        and value(scrape, "baton_outbox_unpublished_events", **this) == 0  # marked sent
                     )
                 except KeyError:
                     return False
