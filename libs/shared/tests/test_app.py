@@ -47,6 +47,13 @@ async def cast(session: SessionDep, value: str) -> dict:
     }
 
 
+@router.get("/rolled-back/{sqlstate}")
+async def rolled_back(session: SessionDep, sqlstate: str) -> dict:
+    # Postgres undoing the transaction, as it does to one side of a deadlock or a serialization failure.
+    await session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'undone' USING ERRCODE = '{sqlstate}'; END $$"))
+    return {}
+
+
 def make_app(database_url, nats_url, **kw):
     settings = BaseServiceSettings(
         service_name="probe",
@@ -120,6 +127,14 @@ async def test_input_the_database_refuses_is_a_422(client):
     assert (await client.get("/cast", params={"value": "41"})).json() == {"value": 41}
     assert_problem(await client.get("/cast", params={"value": "forty-one"}), 422, "validation_failed")
     assert_problem(await client.get("/cast", params={"value": "1\x00"}), 422, "validation_failed")
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"], ids=["deadlock", "serialization-failure"])
+async def test_a_transaction_postgres_undid_is_a_503_to_retry(client, sqlstate):
+    r = await client.get(f"/rolled-back/{sqlstate}")
+    assert_problem(r, 503, "service_unavailable")
+    assert r.headers["retry-after"] == "1"
+    assert "retry" in r.json()["detail"]
 
 
 async def test_a_database_nobody_answers_on_is_a_503(nats_url):

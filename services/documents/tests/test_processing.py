@@ -264,3 +264,28 @@ async def test_embedding_outage_is_transient_and_leaves_nothing_half_done(svc):
             await svc.processor.process(s, vid)
     assert await svc.count("chunks") == 0
     assert await svc.scalar("SELECT status FROM document_versions") == "processing"
+
+
+async def test_marking_processing_takes_the_document_before_its_version(svc):
+    """A deletion holds the document, then removes its versions; the worker marking a version as processing
+    must wait on the document first, holding nothing a deletion needs, or the two deadlock."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from shared.db import transaction
+
+    _, _, doc = await _doc(svc)
+    version_id = await svc.scalar("SELECT id FROM document_versions")
+    async with transaction(svc.sessions) as deleting:
+        await deleting.execute(text("SELECT id FROM documents WHERE id = :d FOR UPDATE"), {"d": doc["id"]})
+        marking = asyncio.create_task(svc.processor._mark_processing(doc["id"], version_id, 1))
+        await asyncio.sleep(0.5)
+        assert not marking.done()  # it waits on the document
+        async with transaction(svc.sessions) as probe:  # and meanwhile holds no lock on the version
+            await probe.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            await probe.execute(
+                text("SELECT id FROM document_versions WHERE id = :v FOR UPDATE"), {"v": version_id}
+            )
+    await asyncio.wait_for(marking, 10)
+    assert await svc.scalar("SELECT status FROM document_versions") == "processing"

@@ -249,12 +249,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         """Input Postgres refuses (NUL bytes, out-of-range numbers, a required value set to null) is the
         caller's fault: 422. A database that is restarting, unreachable or out of connections is ours, and
-        temporary: 503 with ``Retry-After``."""
+        temporary: 503 with ``Retry-After``; so is a transaction Postgres undid (deadlock, serialization
+        failure), which the same request, sent again, completes."""
         sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
         if isinstance(exc, DataError) or sqlstate.startswith("22") or sqlstate == "23502":
             return problem_response(422, detail="A value in the request cannot be stored", request=request)
         if _database_unavailable(exc, sqlstate):
             return _unavailable(request, exc)
+        if sqlstate.startswith("40"):  # a deadlock or serialization failure: Postgres undid it all
+            log.warning("transaction undone on %s %s: %r", request.method, request.url.path, exc)
+            return problem_response(
+                503,
+                detail="The request met a concurrent one and was undone; retry it",
+                request=request,
+                headers={"Retry-After": "1"},
+            )
         return await on_unhandled(request, exc)
 
     async def on_unreachable(request: Request, exc: Exception) -> JSONResponse:

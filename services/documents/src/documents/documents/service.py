@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from documents.access import ensure_read, ensure_write
@@ -242,6 +243,12 @@ async def delete_documents(
     ``document.deleted`` each. ``drop_index=False`` when the caller drops the whole partition anyway."""
     if not documents:
         return
+    # The documents' rows first, in id order, as every writer takes them (then versions, content, index):
+    # a worker marking a version as processing waits here instead of deadlocking with the deletion.
+    ids = sorted(d.id for d in documents)
+    await session.execute(
+        select(Document.id).where(Document.id.in_(ids)).order_by(Document.id).with_for_update()
+    )
     repo = DocumentRepository(session)
     await blobs.delete(session, await repo.blob_keys([d.id for d in documents]))
     index = IndexRepository(session)

@@ -16,7 +16,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from documents.documents.blobstore import BlobStore
@@ -185,13 +185,12 @@ class Processor:
         return _Prepared(chunks, sections, page_count)
 
     async def _mark_processing(self, document_id: uuid.UUID, version_id: uuid.UUID, number: int) -> None:
-        """Make ``processing`` visible right away (its own transaction: the outcome commits much later)."""
+        """Make ``processing`` visible right away (its own transaction: the outcome commits much later).
+
+        The document's row first, then its version's, as every writer takes them: a deletion holds the
+        document and then removes its versions, so the other order could deadlock with it."""
         async with transaction(self.factory) as s:
-            await s.execute(
-                update(DocumentVersion)
-                .where(DocumentVersion.id == version_id, DocumentVersion.status == "pending")
-                .values(status="processing")
-            )
+            await s.execute(select(Document.id).where(Document.id == document_id).with_for_update())
             await s.execute(
                 update(Document)
                 .where(
@@ -199,6 +198,11 @@ class Processor:
                     Document.latest_version == number,
                     Document.status == "pending",
                 )
+                .values(status="processing")
+            )
+            await s.execute(
+                update(DocumentVersion)
+                .where(DocumentVersion.id == version_id, DocumentVersion.status == "pending")
                 .values(status="processing")
             )
 
