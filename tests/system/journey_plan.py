@@ -7,21 +7,13 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from identity.agents.schemas import Scope
 
 PASSWORD = "Journey-passw0rd-1"
-ALL_SCOPES = [
-    "projects:read",
-    "projects:write",
-    "documents:read",
-    "documents:write",
-    "workflows:read",
-    "workflows:write",
-    "audit:read",
-    "search",
-]
+ALL_SCOPES = list(get_args(Scope))  # every scope identity grants agents
 ALL_ROLES = ["analyst", "pm", "architect", "po", "sm", "dev", "qa", "ux-expert"]
 
 # What each planning document says, and a paraphrase that must find it (no shared key phrase).

@@ -37,21 +37,12 @@ import httpx
 import pytest
 from gateway.routes import ROUTES, RouteTable
 
-from .journey_plan import ALL_ROLES, retry_until_known
+from .journey_plan import ALL_ROLES, ALL_SCOPES, retry_until_known
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # the first cell waits for the platform
 
 PASSWORD = "Matrix-passw0rd-1"
-SCOPES = (
-    "projects:read",
-    "projects:write",
-    "documents:read",
-    "documents:write",
-    "workflows:read",
-    "workflows:write",
-    "audit:read",
-    "search",
-)
+SCOPES = tuple(ALL_SCOPES)
 USER_ROLES = ("product_owner", "member", "viewer", "auditor")
 PRINCIPALS = ("anonymous", "admin", *USER_ROLES, "outsider", *(f"agent:{s}" for s in SCOPES))
 SHORT = {"anonymous": "anon", "admin": "admin", "product_owner": "PO", "member": "mem", "viewer": "view",
