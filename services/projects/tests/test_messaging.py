@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from shared.db import new_id, utcnow
 from shared.events.workflows import WorkflowCompleted
 from shared.messaging import Actor, Envelope, OutboxRelay, ensure_stream, from_nats, stream_name, to_nats
+from shared.testing.jetstream import drain, publish_envelope
 
 
 def completed(project, *, client_id=None, tenant=None, **data):
@@ -42,27 +43,6 @@ def completed(project, *, client_id=None, tenant=None, **data):
         actor=Actor(subject="workflows", kind="service"),
         data={k: v for k, v in event.items() if v is not None},
     )
-
-
-async def publish(js, envelope, *, msg_id=None):
-    """Publish like the workflows relay would; another ``Nats-Msg-Id`` gets past JetStream's dedupe,
-    so a replay reaches the consumer and only its inbox can stop it."""
-    subject, headers, body = to_nats(envelope)
-    if msg_id is not None:
-        headers["Nats-Msg-Id"] = msg_id
-    await js.publish(subject, body, headers=headers)
-
-
-async def drain(consumer, until, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not until(consumer.stats):
-        assert time.monotonic() < deadline, consumer.stats
-        try:
-            await consumer.process_batch(timeout=0.2)
-        except TimeoutError:
-            # nats-py's fetch can raise a bare asyncio.TimeoutError (not nats.errors.TimeoutError) for
-            # "nothing yet"; ConsumerRunner.run treats it as an OSError and carries on, and so do we.
-            continue
 
 
 @pytest.fixture
@@ -103,7 +83,7 @@ async def test_workflow_completed_completes_the_project_once(svc, workflows_stre
     outbox_before = len(await svc.outbox())
 
     envelope = completed(project)
-    await publish(js, envelope)
+    await publish_envelope(js, envelope)
     consumer = consumers()
     await drain(consumer, lambda s: s.processed == 1)
 
@@ -126,7 +106,7 @@ async def test_workflow_completed_completes_the_project_once(svc, workflows_stre
     assert r.json()["status"] == "completed"
 
     # The same event again (a relay re-publishing past the dedupe window): the inbox skips it.
-    await publish(js, envelope, msg_id=f"{envelope.id}-again")
+    await publish_envelope(js, envelope, msg_id=f"{envelope.id}-again")
     await drain(consumer, lambda s: s.duplicates == 1)
     # A consumer rebuilt from scratch replays the whole stream: nothing changes either.
     await js.delete_consumer(stream_name("workflows"), WORKFLOW_CONSUMER)
@@ -134,7 +114,7 @@ async def test_workflow_completed_completes_the_project_once(svc, workflows_stre
     replayer = consumers()
     await drain(replayer, lambda s: s.duplicates == 2)
     # A second, distinct completion of the same project: applied, but the project is already completed.
-    await publish(js, completed(project, version=10))
+    await publish_envelope(js, completed(project, version=10))
     await drain(replayer, lambda s: s.processed == 1)
 
     row = await svc.project_row(project["id"])
@@ -156,13 +136,13 @@ async def test_events_that_must_not_apply_are_dead_lettered_or_ignored(svc, work
 
     # Another tenant claiming A's project, an envelope tenant that contradicts its data, data that does
     # not fit the schema: poison, recorded, never applied.
-    await publish(js, completed(project, client_id=b["id"]))
-    await publish(js, completed(project, tenant=b["id"]))
-    await publish(js, completed(project, project_id="not-a-uuid"))
+    await publish_envelope(js, completed(project, client_id=b["id"]))
+    await publish_envelope(js, completed(project, tenant=b["id"]))
+    await publish_envelope(js, completed(project, project_id="not-a-uuid"))
     # Nothing to do: an unknown project, an archived one, a deleted one.
-    await publish(js, completed({"id": str(uuid.uuid4()), "client_id": a["id"]}))
-    await publish(js, completed(archived))
-    await publish(js, completed(deleted))
+    await publish_envelope(js, completed({"id": str(uuid.uuid4()), "client_id": a["id"]}))
+    await publish_envelope(js, completed(archived))
+    await publish_envelope(js, completed(deleted))
 
     consumer = consumers()
     await drain(consumer, lambda s: s.dead_lettered == 3 and s.processed == 3)

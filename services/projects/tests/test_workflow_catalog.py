@@ -4,8 +4,6 @@ consumer on JetStream); anything else is a 422 ``unknown_workflow`` that writes 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from projects.catalog.models import KnownWorkflow
 from projects.database import messaging
@@ -14,7 +12,8 @@ from sqlalchemy import select
 
 from shared.db import new_id, utcnow
 from shared.events.workflows import WorkflowDefinitionPublished
-from shared.messaging import Actor, Envelope, ensure_stream, to_nats
+from shared.messaging import Actor, Envelope, ensure_stream
+from shared.testing.jetstream import drain, publish_envelope
 
 HINT = "GET /v1/workflow-definitions"
 
@@ -35,25 +34,6 @@ def published(definition_id: str, version: int = 1, *, name: str | None = None, 
             "format": "bmad-v4",
         },
     )
-
-
-async def publish(js, envelope, *, msg_id=None):
-    """Publish like the workflows relay; another ``Nats-Msg-Id`` gets past JetStream's dedupe, so a replay
-    reaches the consumer and only its inbox (or the version rule) can stop it."""
-    subject, headers, body = to_nats(envelope)
-    if msg_id is not None:
-        headers["Nats-Msg-Id"] = msg_id
-    await js.publish(subject, body, headers=headers)
-
-
-async def drain(consumer, until, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not until(consumer.stats):
-        assert time.monotonic() < deadline, consumer.stats
-        try:
-            await consumer.process_batch(timeout=0.2)
-        except TimeoutError:
-            continue
 
 
 @pytest.fixture
@@ -119,7 +99,7 @@ async def test_an_announced_definition_can_be_named_and_replays_change_nothing(s
     svc.problem(await svc.http.post("/v1/projects", json=create, headers=svc.admin), 422, "unknown_workflow")
 
     third = published("garden-flow", 3, name="Garden flow")
-    await publish(js, third)
+    await publish_envelope(js, third)
     await drain(consumer, lambda s: s.processed == 1)
     assert await catalog(svc) == {"garden-flow": (3, "Garden flow")}
     assert await svc.counts() == {"clients": 1, "projects": 0, "outbox": 1}  # the handler emits nothing
@@ -139,14 +119,14 @@ async def test_an_announced_definition_can_be_named_and_replays_change_nothing(s
 
     # The same event again (past the dedupe window): the inbox skips it. An older version, delivered late:
     # applied, but the catalog keeps the highest version.
-    await publish(js, third, msg_id=f"{third.id}-again")
-    await publish(js, published("garden-flow", 2, name="Garden flow, older"))
-    await publish(js, published("garden-flow", 3, name="Garden flow, same version again"))
+    await publish_envelope(js, third, msg_id=f"{third.id}-again")
+    await publish_envelope(js, published("garden-flow", 2, name="Garden flow, older"))
+    await publish_envelope(js, published("garden-flow", 3, name="Garden flow, same version again"))
     await drain(consumer, lambda s: s.duplicates == 1 and s.processed == 3)
     assert await catalog(svc) == {"garden-flow": (3, "Garden flow")}
 
     # A newer version is recorded.
-    await publish(js, published("garden-flow", 4, name="Garden flow 4"))
+    await publish_envelope(js, published("garden-flow", 4, name="Garden flow 4"))
     await drain(consumer, lambda s: s.processed == 4)
     assert await catalog(svc) == {"garden-flow": (4, "Garden flow 4")}
     assert consumer.stats.dead_lettered == 0
@@ -154,8 +134,8 @@ async def test_an_announced_definition_can_be_named_and_replays_change_nothing(s
 
 async def test_an_announcement_under_a_tenant_is_dead_lettered(svc, js, consumer):
     client = await svc.new_client()
-    await publish(js, published("tenant-flow", tenant=client["id"]))
-    await publish(js, published("fine-flow"))
+    await publish_envelope(js, published("tenant-flow", tenant=client["id"]))
+    await publish_envelope(js, published("fine-flow"))
     await drain(consumer, lambda s: s.dead_lettered == 1 and s.processed == 1)
     assert await catalog(svc) == {"fine-flow": (1, "fine-flow v1")}
     async with svc.sessions() as session:

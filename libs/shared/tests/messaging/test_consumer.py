@@ -21,10 +21,10 @@ from shared.messaging import (
     ensure_stream,
     envelope_of,
     stream_name,
-    to_nats,
     typed_handler,
 )
 from shared.messaging.outbox import dead_letters
+from shared.testing.jetstream import publish_envelope as publish
 
 SERVICE = "consumertest"
 STREAM = stream_name(SERVICE)
@@ -50,13 +50,6 @@ class ThingBroken(Event):
 
 def envelope(event: Event) -> Envelope:
     return envelope_of(event, tenant=uuid.uuid4(), actor=ACTOR, resource_id="thing-1")
-
-
-async def publish(js, env: Envelope, *, msg_id: str | None = None) -> None:
-    subject, headers, body = to_nats(env)
-    if msg_id is not None:
-        headers["Nats-Msg-Id"] = msg_id  # a copy JetStream does not recognise as a duplicate
-    await js.publish(subject, body, headers=headers)
 
 
 class Recorder:
