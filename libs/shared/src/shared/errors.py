@@ -203,14 +203,15 @@ def _database_unavailable(exc: Exception, sqlstate: str) -> bool:
     )
 
 
-def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("backing service unavailable on %s %s: %r", request.method, request.url.path, exc)
-    return problem_response(
-        503,
-        detail="A backing service is unavailable; retry shortly",
-        request=request,
-        headers={"Retry-After": "2"},
-    )
+def _unavailable(
+    request: Request,
+    exc: Exception,
+    detail: str = "A backing service is unavailable; retry shortly",
+    retry_after: int = 2,
+) -> JSONResponse:
+    """503 with ``Retry-After``: a failure the same request, sent again a little later, gets past."""
+    log.warning("%s on %s %s: %r", detail, request.method, request.url.path, exc)
+    return problem_response(503, detail=detail, request=request, headers={"Retry-After": str(retry_after)})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -257,13 +258,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if _database_unavailable(exc, sqlstate):
             return _unavailable(request, exc)
         if sqlstate.startswith("40"):  # a deadlock or serialization failure: Postgres undid it all
-            log.warning("transaction undone on %s %s: %r", request.method, request.url.path, exc)
-            return problem_response(
-                503,
-                detail="The request met a concurrent one and was undone; retry it",
-                request=request,
-                headers={"Retry-After": "1"},
-            )
+            return _unavailable(request, exc, "The request met a concurrent one and was undone; retry it", 1)
         return await on_unhandled(request, exc)
 
     async def on_unreachable(request: Request, exc: Exception) -> JSONResponse:
