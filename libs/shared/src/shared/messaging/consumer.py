@@ -31,30 +31,29 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Literal
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client.core import Metric
 from pydantic import ValidationError
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import new_id, transaction
-from shared.events.catalog import Event
 from shared.messaging.envelope import Envelope, from_nats
 from shared.messaging.errors import PoisonMessage
+from shared.messaging.handlers import Handler, typed_handler
 from shared.messaging.inbox import (
     InboxPruning,
     PruneResult,
@@ -62,24 +61,17 @@ from shared.messaging.inbox import (
     prune_inbox,
     unacknowledged_since,
 )
+from shared.messaging.observe import consumer_families, dead_letter_count
 from shared.messaging.outbox import dead_letters, inbox
 from shared.messaging.relay import DB_ERRORS, Backoff
 from shared.messaging.streams import ensure_consumer
 from shared.metrics import family
 
-__all__ = [
-    "ConsumerRunner",
-    "ConsumerStats",
-    "Handler",
-    "consumer_families",
-    "dead_letter_count",
-    "typed_handler",
-]
+# Handler, typed_handler, dead_letter_count: defined beside, importable from here as before.
+__all__ = ["ConsumerRunner", "ConsumerStats", "Handler", "dead_letter_count", "typed_handler"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
-EventT = TypeVar("EventT", bound=Event)
 
 _INBOX_MANY = text(
     "INSERT INTO inbox (consumer, event_id) SELECT :consumer, unnest(CAST(:ids AS uuid[])) "
@@ -89,16 +81,6 @@ _INBOX_MANY = text(
 # Deliveries the server still allows after the runner's own limit, so a dead letter that could not be
 # written (database down) gets more chances instead of the message silently running out of deliveries.
 _DEAD_LETTER_HEADROOM = 10
-
-
-def typed_handler(event_cls: type[EventT], fn: Callable[[AsyncSession, EventT], Awaitable[None]]) -> Handler:
-    """Adapt ``async def on_x(session, event: X)`` to a ``Handler`` (data that does not fit is poison)."""
-
-    async def handler(session: AsyncSession, envelope: Envelope) -> None:
-        await fn(session, envelope.parse_data(event_cls))
-
-    handler.__qualname__ = getattr(fn, "__qualname__", repr(fn))
-    return handler
 
 
 @dataclass
@@ -619,21 +601,3 @@ class _Outcome:
     action: Literal["ack", "nak", "term"]
     stat: Literal["processed", "duplicates", "unhandled", "retried", "dead_lettered"]
     delay: float = 0.0
-
-
-def consumer_families(views: Sequence[tuple[Mapping[str, str], ConsumerInfo]]) -> list[Metric]:
-    """JetStream's view of durable consumers (labelled ``stream`` and ``consumer``), as metric families."""
-    return [
-        family("gauge", "baton_consumer_pending_messages", "Messages in the stream not yet delivered to the "
-               "consumer", [(labels, info.num_pending or 0) for labels, info in views]),
-        family("gauge", "baton_consumer_ack_pending_messages", "Messages delivered and not yet acknowledged",
-               [(labels, info.num_ack_pending or 0) for labels, info in views]),
-        family("gauge", "baton_consumer_redelivered_messages", "Unacknowledged messages delivered more than "
-               "once", [(labels, info.num_redelivered or 0) for labels, info in views]),
-    ]  # fmt: skip
-
-
-async def dead_letter_count(session: AsyncSession, consumer: str) -> int:
-    """How many messages ``consumer`` gave up on (for health endpoints and tests)."""
-    query = select(func.count()).select_from(dead_letters).where(dead_letters.c.consumer == consumer)
-    return int(await session.scalar(query) or 0)

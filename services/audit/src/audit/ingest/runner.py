@@ -20,7 +20,7 @@ from audit.config import AuditSettings
 from audit.ingest.consumer import StreamConsumer, consumer_name
 from audit.ingest.healing import ProducerReport, heal_once, reconcile_once
 from audit.ingest.producers import list_producers
-from shared.messaging.consumer import consumer_families
+from shared.messaging.observe import consumer_families
 from shared.metrics import family
 
 __all__ = ["AuditIngest"]
