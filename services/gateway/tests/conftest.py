@@ -31,6 +31,7 @@ import pytest
 import uvicorn
 
 from shared.auth.testing import TokenFactory
+from shared.embedded import free_port
 
 UPSTREAM_NAMES = ("identity", "projects", "documents", "workflows", "audit")
 
@@ -41,13 +42,6 @@ def _listening_socket() -> socket.socket:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     return sock
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerThread:

@@ -12,7 +12,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.embedded import free_port
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("identity") is None or importlib.util.find_spec("identity.main") is None,
     reason="the identity service is not installed (services/identity), so there is nothing to log in to",
@@ -32,12 +33,6 @@ ISSUER = "https://baton.e2e"
 ADMIN_EMAIL = "admin@e2e.example"
 ADMIN_PASSWORD = "an admin passphrase for e2e"
 PASSWORD = "a user passphrase for e2e"
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 40.0) -> None:
@@ -88,7 +83,7 @@ def stack(database_url: str, nats_url: str, upstreams: Any) -> Iterator[dict[str
     subprocess.run(
         [sys.executable, "-m", "identity.bootstrap", "--migrate"], env=identity_env, check=True, timeout=120
     )
-    identity_port, gateway_port = _port(), _port()
+    identity_port, gateway_port = free_port(), free_port()
     identity_url = f"http://127.0.0.1:{identity_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     gateway_env = {

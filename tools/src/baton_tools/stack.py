@@ -291,6 +291,14 @@ class Stack:
     def log_path(self, key: str) -> Path:
         return self.home / "logs" / f"{key}.log"
 
+    def log_tail(self, key: str, lines: int = 30) -> str:
+        """The last lines a process wrote, so a failure can be read where it is reported."""
+        try:
+            text = self.log_path(key).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
     def spawn(self, key: str, args: list[str], service: Service, replica: int = 0) -> None:
         self.log_path(key).parent.mkdir(parents=True, exist_ok=True)
         self.commands[key] = (args, service, replica)
@@ -357,7 +365,7 @@ class Stack:
                 for key, url in list(pending.items()):
                     proc = self.processes.get(key)
                     if proc is not None and proc.poll() is not None:
-                        raise RuntimeError(f"{key} exited; see {self.log_path(key)}")
+                        raise RuntimeError(f"{key} exited; see {self.log_path(key)}:\n{self.log_tail(key)}")
                     with contextlib.suppress(httpx.HTTPError):
                         r = await client.get(f"{url}/readyz")
                         if r.status_code == 200:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,10 +24,51 @@ __all__ = ["EmbeddedNats", "EmbeddedPostgres", "free_port", "wait_for_port"]
 _PG_SYSTEM_USER = "embedded_postgres"
 
 
-def free_port() -> int:
+_handed_out: set[int] = set()
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
+    """The kernel's range for outgoing connections' local ports (Linux), or None where unknown."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return None
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on, never the same one twice in this process.
+
+    A port the kernel hands out for ``bind(0)`` comes from its ephemeral range, the same range it
+    uses for the local end of outgoing connections: between being chosen and being bound, such a port
+    can be taken by any connection the process opens. Where that range is known, ports are picked
+    below it instead, at random so that concurrent test processes rarely choose the same one.
+    """
+    ephemeral = _ephemeral_range()
+    if ephemeral is not None and ephemeral[0] - _LOWEST_PORT >= 1000:
+        candidates = random.sample(range(_LOWEST_PORT, ephemeral[0]), 200)
+        for port in candidates:
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no free loopback port found")
 
 
 def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
