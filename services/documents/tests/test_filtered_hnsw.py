@@ -23,7 +23,8 @@ import pytest
 from documents.database import Base
 from documents.index.models import EMBEDDING_DIM
 from documents.index.partitions import ensure_client_partitions, partition_name
-from documents.search.repository import RankedChunk, SearchFilter, SearchRepository
+from documents.search import repository as search_repository
+from documents.search.repository import EXACT_SCAN_VECTORS, RankedChunk, SearchFilter, SearchRepository
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -233,11 +234,39 @@ async def test_selective_filter_is_filled_by_the_iterative_index_scan(world):
     assert mean >= 0.9
 
 
-async def test_rare_filter_falls_back_to_exact_when_the_scan_gives_up(world):
+async def test_a_small_project_is_ranked_exactly(world):
+    """A project filter keeping at most ``EXACT_SCAN_VECTORS`` vectors skips the walk: the service's answer
+    is the exact ranking, in order, for every query (the walk alone misses some neighbours, test above),
+    even with every access path but the index disabled."""
+    big = world.big
+    assert big.count(big.selective) <= EXACT_SCAN_VECTORS
+    truths = await exact_hits(world, big.selective, big.queries)
+    async with searching(world) as s:
+        repo = SearchRepository(s)
+        assert await repo.matching_vectors(big.selective, MODEL, 10**6) == big.count(big.selective)
+        assert await repo.matching_vectors(big.whole, MODEL, 100) == 100  # bounded by its cap
+        found = [await repo.vector_search_complete(big.selective, q, MODEL, K) for q in big.queries]
+    assert [[h.chunk_id for h in hits] for hits in found] == [[h.chunk_id for h in t] for t in truths]
+
+
+async def test_a_project_past_the_exact_threshold_walks_the_index(world, monkeypatch):
+    """With the threshold below the project's size, the service's answer is the index walk's."""
+    big = world.big
+    monkeypatch.setattr(search_repository, "EXACT_SCAN_VECTORS", big.count(big.selective) - 1)
+    async with searching(world) as s:
+        repo = SearchRepository(s)
+        walked = [await repo.vector_search(big.selective, q, MODEL, K) for q in big.queries]
+        found = [await repo.vector_search_complete(big.selective, q, MODEL, K) for q in big.queries]
+    assert [[h.chunk_id for h in hits] for hits in found] == [[h.chunk_id for h in w] for w in walked]
+
+
+async def test_rare_filter_falls_back_to_exact_when_the_scan_gives_up(world, monkeypatch):
     """A project of 6 chunks in the big tenant. When the iterative scan gives up before it has met them
     all (``hnsw.max_scan_tuples``: 20,000 tuples by default, lowered here so that 6,000 rows stand for a
-    tenant past it), the search reruns exactly and returns every hit that exists, in exact order."""
+    tenant past it), the search reruns exactly and returns every hit that exists, in exact order. (The
+    exact threshold is set to 0 so that the walk runs: a real tenant's project this small never walks.)"""
     big = world.big
+    monkeypatch.setattr(search_repository, "EXACT_SCAN_VECTORS", 0)
     assert big.count(big.rare) == 6
     truths = await exact_hits(world, big.rare, big.queries)
     async with searching(world) as s:

@@ -2,7 +2,8 @@
 
 Vector search walks the HNSW index of each client partition it is allowed into, with
 ``hnsw.iterative_scan = relaxed_order`` so a project or kind filter does not starve the result; when the
-index scan still yields fewer hits than asked (a very selective filter), the same query runs exactly.
+index scan still yields fewer hits than asked (a very selective filter), the same query runs exactly. A
+filter to small projects skips the index and ranks exactly from the start.
 Keyword search is Postgres full text (``websearch_to_tsquery``, GIN).
 """
 
@@ -20,12 +21,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from documents.index.models import TSV_CONFIG
 from documents.index.repository import vector_literal
 
-__all__ = ["ANY_WORD_CANDIDATES", "ChunkDetail", "RankedChunk", "SearchFilter", "SearchRepository"]
+__all__ = [
+    "ANY_WORD_CANDIDATES",
+    "EXACT_SCAN_VECTORS",
+    "ChunkDetail",
+    "RankedChunk",
+    "SearchFilter",
+    "SearchRepository",
+]
 
 _QUERY_VECTOR = "CAST(CAST(:q AS text) AS vector)"
 # Every word as an alternative (websearch_to_tsquery requires all of them): used to highlight snippets.
 _ANY_WORD = f"CAST(replace(CAST(plainto_tsquery('{TSV_CONFIG}', :query) AS text), ' & ', ' | ') AS tsquery)"
 ANY_WORD_CANDIDATES = 2000
+# A project filter keeping at most this many vectors is ranked exactly (vector_search_complete).
+EXACT_SCAN_VECTORS = 5000
 _HEADLINE_OPTIONS = (
     'StartSel=\x02, StopSel=\x03, MaxWords=40, MinWords=20, MaxFragments=2, FragmentDelimiter=" … "'
 )
@@ -108,10 +118,31 @@ class SearchRepository:
         rows = await self.session.execute(text(sql), params)
         return [RankedChunk(r.client_id, r.chunk_id, 1.0 - float(r.distance)) for r in rows]
 
+    async def matching_vectors(self, flt: SearchFilter, model_id: str, cap: int) -> int:
+        """How many vectors ``flt`` lets through, counted no further than ``cap``."""
+        where, params = flt.sql("v")
+        params.update(model=model_id, cap=cap)
+        sql = (
+            f"SELECT count(*) FROM (SELECT 1 FROM chunk_vectors v WHERE v.model_id = :model{where} "
+            "LIMIT :cap) AS matching"
+        )
+        return int((await self.session.execute(text(sql), params)).scalar_one())
+
     async def vector_search_complete(
         self, flt: SearchFilter, query: np.ndarray, model_id: str, limit: int
     ) -> list[RankedChunk]:
-        """Approximate search, made exact when the index scan could not fill ``limit`` under the filter."""
+        """Approximate search, exact where that is both cheap and better.
+
+        A filter to projects holding at most ``EXACT_SCAN_VECTORS`` vectors is ranked exactly: an HNSW
+        walk under a filter that keeps a few percent of a partition misses some of the true neighbours
+        (recall@10 0.94 on a 3% project, test_filtered_hnsw), while comparing a few thousand vectors costs
+        about as much as the walk. The count is bounded and served by the project index. Otherwise the
+        index scan runs, and is made exact when it could not fill ``limit`` under the filter.
+        """
+        if flt.project_ids is not None:
+            matching = await self.matching_vectors(flt, model_id, EXACT_SCAN_VECTORS + 1)
+            if matching <= EXACT_SCAN_VECTORS:
+                return await self.vector_search(flt, query, model_id, limit, exact=True)
         hits = await self.vector_search(flt, query, model_id, limit)
         if len(hits) < limit:
             hits = await self.vector_search(flt, query, model_id, limit, exact=True)
