@@ -230,7 +230,8 @@ async def test_an_event_the_log_keeps_refusing_is_stored_raw_after_the_delivery_
     assert not rows[fine.id].flagged
     raw = rows["raw:BATON_KAPPA:1"]
     assert raw.flagged
-    assert raw.flag_reason.endswith("not appended after 2 deliveries")
+    assert raw.flag_reason == "refused: not appended after 2 deliveries"  # readable, so not "unparseable"
+    assert consumer.stats.raw == 1
     assert (raw.chain_id, raw.action, raw.source_stream, raw.stream_sequence) == (
         PLATFORM_CHAIN,
         refused.type,

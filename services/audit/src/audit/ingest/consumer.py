@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from audit.chain.models import Producer
 from audit.chain.service import PartitionKeeper
 from audit.config import AuditSettings
-from audit.ingest.mapping import draft_from_message, producer_of_stream, raw_draft
+from audit.ingest.mapping import draft_from_message, is_raw, producer_of_stream, raw_draft
 from audit.ingest.pipeline import IngestItem, database_down, ingest
 from audit.ingest.producers import state_of
 from shared.messaging import ensure_consumer
@@ -163,6 +163,7 @@ class StreamConsumer:
                 stream_sequence=stream_sequence,
                 reason=f"not appended after {meta.num_delivered - 1} deliveries",
                 max_payload_bytes=self.settings.max_payload_bytes,
+                cause="refused",
             )
             # A readable event the log kept refusing: kept raw, it still takes its producer sequence, so the
             # producer's later events are not held behind it and no replay is asked for what is here.
@@ -274,9 +275,7 @@ class StreamConsumer:
         self.stats.batches += 1
         self.stats.appended += len(outcome.appended)
         self.stats.duplicates += len(outcome.duplicates)
-        self.stats.raw += sum(
-            1 for r in outcome.appended if r.draft.flag_reason and "unparseable" in r.draft.flag_reason
-        )
+        self.stats.raw += sum(1 for r in outcome.appended if is_raw(r.draft))
 
     async def _ack(self, msgs: list[Msg]) -> None:
         for msg in msgs:

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import base64
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from audit.chain.canonical import EntryDraft, bound_payload, normalize_json
 from shared.events.catalog import parse_event_type
 from shared.messaging import Envelope, from_nats
 from shared.messaging.envelope import NatsMessage
 
-__all__ = ["draft_from_envelope", "draft_from_message", "producer_of_stream", "raw_draft", "trace_id_of"]
+__all__ = [
+    "RAW_CAUSES",
+    "draft_from_envelope",
+    "draft_from_message",
+    "is_raw",
+    "producer_of_stream",
+    "raw_draft",
+    "trace_id_of",
+]
 
 _MAX_FIELD = 200
 
@@ -92,10 +100,25 @@ def draft_from_envelope(
     )
 
 
+RAW_CAUSES = ("unparseable", "refused")
+
+
+def is_raw(draft: EntryDraft) -> bool:
+    """Whether a draft keeps a message as it came (``raw_draft``) rather than an event read from it."""
+    return draft.flag_reason is not None and draft.flag_reason.startswith(tuple(f"{c}:" for c in RAW_CAUSES))
+
+
 def raw_draft(
-    msg: NatsMessage, *, stream: str, stream_sequence: int | None, reason: str, max_payload_bytes: int
+    msg: NatsMessage,
+    *,
+    stream: str,
+    stream_sequence: int | None,
+    reason: str,
+    max_payload_bytes: int,
+    cause: Literal["unparseable", "refused"] = "unparseable",
 ) -> EntryDraft:
-    """A message kept as it came (headers, body as text or base64), flagged with why it was not read."""
+    """A message kept as it came (headers, body as text or base64), flagged with why it was not read as an
+    event: ``unparseable`` (not an event at all) or ``refused`` (readable, but the log kept refusing it)."""
     headers = {str(k)[:_MAX_FIELD]: str(v)[:2048] for k, v in (msg.headers or {}).items()}
     text: str | None
     try:
@@ -122,7 +145,7 @@ def raw_draft(
         producer=producer_of_stream(stream),
         producer_sequence=int(sequence) if sequence.isdigit() else None,
         flagged=True,
-        flag_reason=f"unparseable: {reason}"[:_MAX_FIELD],
+        flag_reason=f"{cause}: {reason}"[:_MAX_FIELD],
     )
 
 
