@@ -13,6 +13,7 @@ Kubernetes init containers do).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ REFUSED = [
      "$$ BEGIN RETURN NEW; END $$", "permission denied for schema"),
     ("SET session_replication_role = replica", "permission denied to set parameter"),
     ("SELECT baton_restrict_runtime('nobody')", "permission denied for function baton_restrict_runtime"),
+    ("SELECT audit_drop_partition_unchecked('entries_2024_03')",
+     "permission denied for function audit_drop_partition_unchecked"),
 ]  # fmt: skip
 
 
@@ -133,6 +136,29 @@ async def test_partitions_old_and_new_give_the_runtime_role_nothing(roles, facto
     assert await runtime.fetchval("SELECT count(*) FROM entries") == 4
 
 
+async def test_a_partition_is_dropped_only_after_its_retention_entries(roles, factory, runtime, client_a):
+    """The runtime role calling the retention function by hand, without the entries ``apply_retention``
+    appends first, is refused and the partition stays; with one chain's entry but not the other's, too."""
+    old = datetime(2024, 3, 5, tzinfo=UTC)
+    await append(factory, drafts_for(client_a, 2), at=old)
+    await append(factory, drafts_for(None, 1), at=old)
+    with pytest.raises(asyncpg.RaiseError, match=rf"without a retention entry: {client_a}, platform$"):
+        await runtime.fetchval("SELECT audit_drop_partition('entries_2024_03')")
+    await append(
+        factory,
+        [replace(d, event_id=f"retention:entries_2024_03:{client_a}") for d in drafts_for(client_a, 1)],
+    )
+    with pytest.raises(asyncpg.RaiseError, match=r"without a retention entry: platform$"):
+        await runtime.fetchval("SELECT audit_drop_partition('entries_2024_03')")
+    assert "entries_2024_03" in await _partitions(runtime)
+    assert await runtime.fetchval("SELECT count(*) FROM entries WHERE recorded_at < '2024-04-01'") == 3
+    await append(
+        factory, [replace(d, event_id="retention:entries_2024_03:platform") for d in drafts_for(None, 1)]
+    )
+    assert await runtime.fetchval("SELECT audit_drop_partition('entries_2024_03')") == 3
+    assert "entries_2024_03" not in await _partitions(runtime)
+
+
 async def test_the_runtime_role_owns_nothing_and_has_no_create(roles, runtime):
     owned = await runtime.fetch(
         "SELECT relname FROM pg_class WHERE relnamespace = $1::regnamespace AND relowner = $2::regrole "
@@ -153,6 +179,7 @@ async def test_the_runtime_role_owns_nothing_and_has_no_create(roles, runtime):
     )
     assert [(r["proname"], r["owner"]) for r in definers] == [
         ("audit_drop_partition", roles.owner),
+        ("audit_drop_partition_unchecked", roles.owner),
         ("audit_ensure_partition", roles.owner),
     ]
     assert (
