@@ -11,9 +11,8 @@ spells them out per request:
 - anonymous: 401 from the gateway, except on public routes (the same answer for everyone there);
 - a caller who cannot see client A at all (the outsider): 404 for A's objects, exactly like missing ones;
 - platform admins: everything;
-- a member of A, or an agent of A, without the right: 403, except where the spec says 422 (projects: fields
-  the caller may not set) and where a service documents that what the caller may not read is hidden like a
-  missing object (documents and workflows: 404 for a project the caller may not read).
+- a member of A, or an agent of A, without the right: 403 in every service (``insufficient_role`` or
+  ``insufficient_scope``), except where the spec says 422 (projects: fields the caller may not set).
 Where the spec is silent and a service documents a rule, the rule is the expectation and its comment names
 the source. A cell where the code disagrees with the spec is a strict xfail saying why.
 
@@ -97,10 +96,6 @@ def public(ok: int) -> Rule:
     return Rule(ok, ANY_ROLE, ANY_SCOPE, outsider=ok, cells={"anonymous": ok})
 
 
-def signed_in(ok: int) -> Rule:
-    return Rule(ok, ANY_ROLE, ANY_SCOPE, outsider=ok)
-
-
 def admins_only(ok: int) -> Rule:
     """Platform-level actions: every signed-in caller but an admin gets 403 (there is no tenant to hide)."""
     return Rule(ok, outsider=403)
@@ -127,26 +122,18 @@ PROJECT_WRITE = Rule(200, _set("product_owner"), _set("projects:write"))
 PROJECT_PATCH = replace(PROJECT_WRITE, role_denied=422)
 
 # documents (issue 5, documents README): product owners and members write, viewers and auditors read; agents
-# by documents:read / documents:write; search with search or documents:read. What a caller may not read is
-# a 404 like a missing document; read-only callers get 403 on writes.
-DOCS_READ = Rule(200, ANY_ROLE, _set("documents:read", "documents:write"), scope_denied=404)
-DOCS_WRITE = Rule(
-    200, _set("product_owner", "member"), _set("documents:write"), scope_denied=404,
-    cells={"agent:documents:read": 403},
-)  # fmt: skip
+# by documents:read / documents:write; search with search or documents:read.
+DOCS_READ = Rule(200, ANY_ROLE, _set("documents:read", "documents:write"))
+DOCS_WRITE = Rule(200, _set("product_owner", "member"), _set("documents:write"))
 SEARCH = Rule(200, ANY_ROLE, _set("search", "documents:read"), outsider=200)
 
-# workflows (issue 6, workflows' access.py): product owners and members act, viewers read (the auditor's role
-# is the audit log: ARCHITECTURE.md), agents by workflows:read / workflows:write; a project the caller may
-# not read is a 404; a reader acting gets 403.
-WF_READ = Rule(
-    200, _set("product_owner", "member", "viewer"), _set("workflows:read", "workflows:write"),
-    role_denied=404, scope_denied=404,
-)  # fmt: skip
-WF_ACT = replace(
-    WF_READ, roles=_set("product_owner", "member"), scopes=_set("workflows:write"),
-    cells={"viewer": 403, "agent:workflows:read": 403},
-)  # fmt: skip
+# workflows (issue 6, workflows' access.py): product owners and members act, viewers and auditors read (as
+# they read projects and documents), agents by workflows:read / workflows:write, for lists and definitions
+# too; definitions are the platform's, readable by any signed-in person.
+WF_SCOPES = _set("workflows:read", "workflows:write")
+WF_READ = Rule(200, ANY_ROLE, WF_SCOPES)
+WF_ACT = Rule(200, _set("product_owner", "member"), _set("workflows:write"))
+WF_LIST = replace(WF_READ, outsider=200)  # the outsider gets its own client's tasks (checked: not A's)
 
 # audit (issue 7): admins, A's auditor and product owner, A's agents with audit:read; the platform chain is
 # the admins' alone (404 for everyone else, after the agents' scope check); the producers report holds
@@ -346,10 +333,10 @@ ROWS: tuple[Row, ...] = (
     # workflows
     Row("GET", "/v1/projects/{project}/workflow", WF_READ),
     Row("GET", "/v1/projects/{project}/sprint-status", WF_READ),
-    Row("GET", "/v1/tasks?project_id={project}", signed_in(200), check=_sees_work),
+    Row("GET", "/v1/tasks?project_id={project}", WF_LIST, check=_sees_work),
     Row("POST", "/v1/tasks/{task}/claim", WF_ACT, _ready_task, after=_release),
     Row("POST", "/v1/decisions/{decision}", WF_ACT, _open_decision),
-    Row("GET", "/v1/workflow-definitions", signed_in(200)),
+    Row("GET", "/v1/workflow-definitions", WF_LIST),
     Row("POST", "/v1/workflow-definitions", admins_only(201), lambda w, who: Call(kw={
         "content": _definition(w.tag, "matrix-upload", 1), "headers": {"Content-Type": "application/yaml"}})),
     # audit

@@ -244,7 +244,21 @@ async def test_authorization_matrix(svc):
     # Agents act by scope, within their client and projects.
     reader = svc.agent(client_id, scopes=("documents:read",))
     assert (await svc.http.get(url, headers=reader)).status_code == 200
-    svc.problem(await svc.upload_md(project_id, "# a\n\nb", reader, title="A"), 403)
+    refused = svc.problem(
+        await svc.upload_md(project_id, "# a\n\nb", reader, title="A"), 403, "insufficient_scope"
+    )
+    assert refused["detail"] == "The token does not allow changing documents"
+    # An agent of the client without a documents scope sees the project: 403 naming the scope, not 404.
+    scopeless = svc.agent(client_id, scopes=("projects:read",))
+    for request in (
+        svc.http.get(url, headers=scopeless),
+        svc.http.get(f"/v1/projects/{project_id}/documents", headers=scopeless),
+        svc.http.get(f"{url}/content", headers=scopeless),
+        svc.http.post("/v1/search", json={"query": "prd"}, headers=scopeless),
+    ):
+        r = await request
+        svc.problem(r, 403, "insufficient_scope")
+        assert 'scope="' in r.headers["WWW-Authenticate"]
     writer = svc.agent(client_id, scopes=("documents:read", "documents:write"))
     assert (await svc.upload_md(project_id, "# a\n\nb", writer, title="A")).status_code == 201
     narrowed = svc.agent(client_id, scopes=("documents:read",), project_ids=[other_project])

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from documents.access import can_read, can_write, readable_scope
+from documents.access import can_read, can_write, ensure_read, ensure_write, readable_scope
 from documents.config import Settings
 from documents.documents.content import EmptyContent, UnsupportedContent, sniff
 from documents.embeddings import EmbeddingError
@@ -22,6 +22,7 @@ from documents.search.service import fuse
 from pydantic import ValidationError
 
 from shared.auth.testing import TokenFactory
+from shared.errors import Forbidden, NotFound
 from shared.events import event_class
 from shared.events.documents import DocumentIndexed
 
@@ -119,6 +120,39 @@ def test_roles_and_scopes():
     assert readable_scope(TOKENS.principal("nobody")).empty
     no_search = TOKENS.principal("a", kind="agent", client_id=str(c), scopes=["documents:write"])
     assert readable_scope(no_search).empty
+
+
+def _refusal(fn, who, c, p):
+    """What ``fn`` raises for ``who`` on project ``p`` of client ``c``: (status, code), or None."""
+    try:
+        fn(who, c, p, NotFound("Project not found", code="project_not_found"))
+    except (NotFound, Forbidden) as exc:
+        return exc.status, exc.instance_code
+    return None
+
+
+def test_who_gets_404_and_who_gets_403():
+    """404 for a caller who cannot see the project; 403 for one who can but may not do this."""
+    c, p, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    hidden, scope, role = (404, "project_not_found"), (403, "insufficient_scope"), (403, "insufficient_role")
+    cases = {
+        "outsider": (TOKENS.principal("u", memberships={str(other): "product_owner"}), hidden, hidden),
+        "viewer": (TOKENS.principal("u", memberships={str(c): "viewer"}), None, role),
+        "member": (TOKENS.principal("u", memberships={str(c): "member"}), None, None),
+        "agent without a documents scope": (
+            TOKENS.principal("a", kind="agent", client_id=str(c), scopes=["projects:read"]), scope, scope),
+        "reading agent": (
+            TOKENS.principal("a", kind="agent", client_id=str(c), scopes=["documents:read"]), None, scope),
+        "agent narrowed to another project": (
+            TOKENS.principal("a", kind="agent", client_id=str(c), scopes=["documents:write"],
+                             project_ids=[str(uuid.uuid4())]), hidden, hidden),
+        "another client's agent": (
+            TOKENS.principal("a", kind="agent", client_id=str(other), scopes=["documents:write"]), hidden, hidden),
+        "admin": (TOKENS.principal("x", admin=True), None, None),
+    }  # fmt: skip
+    for name, (who, on_read, on_write) in cases.items():
+        assert _refusal(ensure_read, who, c, p) == on_read, name
+        assert _refusal(ensure_write, who, c, p) == on_write, name
 
 
 # -- fusion --------------------------------------------------------------------------------------------

@@ -124,15 +124,34 @@ async def test_who_may_see_and_act(svc):
     client, project = await svc.created()
     other = new_id()
     task = (await svc.waiting(project))["id"]
+    # Callers who cannot see the project: 404, exactly like a missing one.
     for headers in (
         svc.user(other, "product_owner"),
         svc.agent(other, ("analyst",)),
-        svc.agent(client, ("analyst",), scopes=("projects:read",)),
         svc.agent(client, ("analyst",), project_ids=[new_id()]),
     ):
         body = svc.problem(await svc.http.get(f"/v1/projects/{project}/workflow", headers=headers), 404)
         assert body["code"] == "workflow_not_found"
         svc.problem(await svc.http.post(f"/v1/tasks/{task}/claim", headers=headers), 404, "task_not_found")
+    # An agent of the client without a workflows scope sees the project but may not read: 403, naming it.
+    scopeless = svc.agent(client, ("analyst",), scopes=("projects:read",))
+    for request in (
+        svc.http.get(f"/v1/projects/{project}/workflow", headers=scopeless),
+        svc.http.get(f"/v1/projects/{project}/sprint-status", headers=scopeless),
+        svc.http.get(f"/v1/tasks/{task}", headers=scopeless),
+        svc.http.get("/v1/tasks", headers=scopeless),
+        svc.http.get("/v1/decisions", headers=scopeless),
+        svc.http.get("/v1/workflow-definitions", headers=scopeless),
+    ):
+        r = await request
+        svc.problem(r, 403, "insufficient_scope")
+        assert 'scope="workflows:read"' in r.headers["WWW-Authenticate"]
+    svc.problem(await svc.http.post(f"/v1/tasks/{task}/claim", headers=scopeless), 403, "insufficient_scope")
+    # The client's auditor reads the workflow (as it reads the projects and documents) but does not act.
+    auditor = svc.user(client, "auditor")
+    assert (await svc.http.get(f"/v1/projects/{project}/workflow", headers=auditor)).status_code == 200
+    assert task in {t["id"] for t in (await svc.http.get("/v1/tasks", headers=auditor)).json()["items"]}
+    svc.problem(await svc.http.post(f"/v1/tasks/{task}/claim", headers=auditor), 403, "insufficient_role")
     missing = svc.problem(await svc.http.post(f"/v1/tasks/{new_id()}/claim", headers=svc.user(client)), 404)
     hidden = svc.problem(await svc.http.post(f"/v1/tasks/{task}/claim", headers=svc.user(other)), 404)
 

@@ -13,6 +13,7 @@ from shared.auth import (
     OptionalPrincipal,
     ensure_client_role,
     ensure_project_access,
+    require_any_scope,
     require_scopes,
 )
 from shared.auth.testing import TokenFactory
@@ -38,6 +39,10 @@ def build_app(tokens: TokenFactory) -> FastAPI:
 
     @app.get("/documents", dependencies=[Depends(require_scopes("documents:read"))])
     async def documents() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/search", dependencies=[Depends(require_any_scope("search", "documents:read"))])
+    async def search() -> dict[str, bool]:
         return {"ok": True}
 
     @app.put("/clients/{client_id}/settings")
@@ -153,6 +158,19 @@ async def test_require_scopes_lets_users_through(client: httpx.AsyncClient, toke
 def test_require_scopes_needs_a_scope() -> None:
     with pytest.raises(ValueError, match="scope"):
         require_scopes()
+    with pytest.raises(ValueError, match="scope"):
+        require_any_scope()
+
+
+async def test_require_any_scope_takes_one_of_them(client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+    without = tokens.issue("bot", kind="agent", client_id="c1", scopes=["projects:read"])
+    r = await client.get("/search", headers=bearer(without))
+    assert (r.status_code, r.json()["code"]) == (403, "insufficient_scope")
+    assert r.headers["www-authenticate"] == 'Bearer error="insufficient_scope", scope="search"'
+    for scopes in (["search"], ["documents:read"], ["search", "documents:read"]):
+        agent = tokens.issue("bot", kind="agent", client_id="c1", scopes=scopes)
+        assert (await client.get("/search", headers=bearer(agent))).status_code == 200, scopes
+    assert (await client.get("/search", headers=bearer(tokens.issue("u1")))).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,11 @@
 - Agents, within their own client (and only the ``project_ids`` they are narrowed to, if any), by scope:
   ``documents:write`` writes, ``documents:read`` reads, ``search`` (or ``documents:read``) searches.
 
-A caller who may not read a project gets 404 for it, exactly like a missing one; a caller who may read
-but not write gets 403 on writes.
+A caller who cannot see a project at all (not a member of its client, not an agent of it, an agent
+narrowed to other projects) gets 404 for it and its documents, exactly like a missing one. A caller who can
+see it but lacks the right gets 403: ``insufficient_scope`` for an agent without the scope (RFC 6750),
+``insufficient_role`` for a member whose role only reads. The same rule as every service's
+(``shared.auth.ensure_client_role``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.auth import Principal
-from shared.errors import Forbidden, NotFound
+from shared.auth import Principal, insufficient_role, insufficient_scope
+from shared.errors import NotFound
 
 __all__ = [
     "READ_ROLES",
@@ -64,19 +67,32 @@ def can_write(principal: Principal, client_id: uuid.UUID, project_id: uuid.UUID)
     return _allows(principal, client_id, project_id, "write")
 
 
-def ensure_read(principal: Principal, client_id: uuid.UUID, project_id: uuid.UUID, what: NotFound) -> None:
-    """Raise ``what`` (a 404 naming the resource asked for) unless the caller may read the project."""
-    if not can_read(principal, client_id, project_id):
+# The least scope an agent needs for each kind of access (named in the 403's challenge).
+_LEAST_SCOPE: dict[str, str] = {"read": "documents:read", "write": "documents:write", "search": "search"}
+
+
+def _ensure(
+    principal: Principal, client_id: uuid.UUID, project_id: uuid.UUID, what: NotFound, need: Need
+) -> None:
+    if _allows(principal, client_id, project_id, need):
+        return
+    if not principal.can_access_project(str(client_id), str(project_id)):
         raise what
+    verb = "changing" if need == "write" else "reading"
+    if principal.kind == "agent" and principal.role_in(str(client_id)) is None:
+        raise insufficient_scope((_LEAST_SCOPE[need],), f"The token does not allow {verb} documents")
+    raise insufficient_role(f"Your role in this client does not allow {verb} documents")
+
+
+def ensure_read(principal: Principal, client_id: uuid.UUID, project_id: uuid.UUID, what: NotFound) -> None:
+    """404 (``what``, naming the resource asked for) if the caller cannot see the project; 403 if it can
+    but may not read documents."""
+    _ensure(principal, client_id, project_id, what, "read")
 
 
 def ensure_write(principal: Principal, client_id: uuid.UUID, project_id: uuid.UUID, what: NotFound) -> None:
-    """404 (``what``) if the caller cannot even read the project; 403 if they can read but not write."""
-    ensure_read(principal, client_id, project_id, what)
-    if not can_write(principal, client_id, project_id):
-        raise Forbidden(
-            "Your access to this project does not allow changing documents", code="insufficient_role"
-        )
+    """404 (``what``) if the caller cannot see the project; 403 if it can but may not change documents."""
+    _ensure(principal, client_id, project_id, what, "write")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
 """Who may read and who may act on a project's workflow, from the token alone.
 
 - People: ``product_owner`` and ``member`` of the project's client act (claim, complete, answer);
-  ``viewer`` reads. Platform admins do anything.
+  ``viewer`` and ``auditor`` read (as they read the client's projects and documents). Platform admins do
+  anything.
 - Agents: belong to one client, maybe narrowed to some projects; ``workflows:read`` reads,
   ``workflows:write`` acts. Which tasks an agent may claim also depends on its ``bmad_roles`` (the engine
   checks that).
-- A project the caller cannot see at all is a 404, exactly like a missing one.
+- A project the caller cannot see at all is a 404, exactly like a missing one; a caller who can see it but
+  lacks the right gets 403 (``insufficient_scope`` for agents, ``insufficient_role`` for members), as in
+  every service (``shared.auth.ensure_client_role``). Listing tasks and reading definitions need one of the
+  two scopes too.
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from shared.auth import Principal
-from shared.errors import Forbidden
+from shared.auth import Principal, insufficient_role, insufficient_scope
 from workflows.definitions.vocabulary import canonical_role
 from workflows.engine.state import Actor
 
@@ -22,6 +25,7 @@ __all__ = [
     "ACT_ROLES",
     "READ_ROLES",
     "READ_SCOPE",
+    "SCOPES",
     "WRITE_SCOPE",
     "actor_of",
     "can_read",
@@ -32,7 +36,8 @@ __all__ = [
 
 READ_SCOPE = "workflows:read"
 WRITE_SCOPE = "workflows:write"
-READ_ROLES = frozenset({"product_owner", "member", "viewer"})
+READ_ROLES = frozenset({"product_owner", "member", "viewer", "auditor"})
+SCOPES = (READ_SCOPE, WRITE_SCOPE)
 ACT_ROLES = frozenset({"product_owner", "member"})
 
 
@@ -56,8 +61,14 @@ def ensure_read(
     *,
     not_found: Callable[[], Exception],
 ) -> None:
-    if not can_read(principal, client_id, project_id):
+    """404 if the caller cannot see the project; 403 if it can but may not read its workflow."""
+    if can_read(principal, client_id, project_id):
+        return
+    if not principal.can_access_project(str(client_id), str(project_id)):
         raise not_found()
+    if principal.kind == "agent" and principal.role_in(str(client_id)) is None:
+        raise insufficient_scope((READ_SCOPE,), "The token does not allow reading workflows")
+    raise insufficient_role("Your role in this client does not allow reading workflows")
 
 
 def ensure_act(
@@ -67,29 +78,29 @@ def ensure_act(
     *,
     not_found: Callable[[], Exception],
 ) -> None:
-    """404 if the caller cannot even see the project; 403 if it may read but not act."""
-    ensure_read(principal, client_id, project_id, not_found=not_found)
+    """404 if the caller cannot see the project; 403 if it may not act on it."""
     if principal.is_admin:
         return
     if principal.kind == "agent":
-        if not principal.has_scope(WRITE_SCOPE):
-            raise Forbidden(
-                f"The token lacks the '{WRITE_SCOPE}' scope",
-                code="insufficient_scope",
-                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{WRITE_SCOPE}"'},
-            )
-        return
+        if can_read(principal, client_id, project_id) and principal.has_scope(WRITE_SCOPE):
+            return
+        if not principal.can_access_project(str(client_id), str(project_id)):
+            raise not_found()
+        raise insufficient_scope((WRITE_SCOPE,), "The token does not allow acting on workflows")
+    ensure_read(principal, client_id, project_id, not_found=not_found)
     if principal.role_in(str(client_id)) not in ACT_ROLES:
-        raise Forbidden("Your role in this client only allows reading", code="insufficient_role")
+        raise insufficient_role("Your role in this client only allows reading")
 
 
 def readable_clients(principal: Principal) -> list[str] | None:
-    """Clients whose workflows the caller may list; None means every client (admins)."""
+    """Clients whose workflows the caller may list; None means every client (admins). An agent without
+    either workflows scope is refused (403), as it would be on any one project."""
     if principal.is_admin:
         return None
     if principal.kind == "agent":
-        ok = principal.has_scope(READ_SCOPE) or principal.has_scope(WRITE_SCOPE)
-        return [principal.client_id] if ok and principal.client_id else []
+        if not (principal.has_scope(READ_SCOPE) or principal.has_scope(WRITE_SCOPE)):
+            raise insufficient_scope((READ_SCOPE,), "The token does not allow reading workflows")
+        return [principal.client_id] if principal.client_id else []
     return [c for c, role in principal.memberships.items() if role in READ_ROLES]
 
 

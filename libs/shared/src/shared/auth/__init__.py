@@ -13,7 +13,10 @@ from shared.auth.deps import (
     get_optional_principal,
     get_principal,
     get_token_verifier,
+    insufficient_role,
+    insufficient_scope,
     require_admin,
+    require_any_scope,
     require_scopes,
 )
 from shared.auth.exceptions import InvalidToken, KeySetUnavailable, bearer_challenge
@@ -52,7 +55,10 @@ __all__ = [
     "get_optional_principal",
     "get_principal",
     "get_token_verifier",
+    "insufficient_role",
+    "insufficient_scope",
     "parse_jwks",
     "require_admin",
+    "require_any_scope",
     "require_scopes",
 ]

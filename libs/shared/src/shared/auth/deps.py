@@ -27,7 +27,10 @@ __all__ = [
     "get_optional_principal",
     "get_principal",
     "get_token_verifier",
+    "insufficient_role",
+    "insufficient_scope",
     "require_admin",
+    "require_any_scope",
     "require_scopes",
 ]
 
@@ -91,15 +94,19 @@ async def require_admin(principal: CurrentPrincipal) -> Principal:
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]
 
 
-def _insufficient_scope(scopes: Collection[str]) -> Forbidden:
+def insufficient_scope(
+    scopes: Collection[str], detail: str = "The token lacks a required scope"
+) -> Forbidden:
+    """The 403 for an agent that may see the object but whose token lacks ``scopes`` (RFC 6750 §3.1)."""
     challenge = 'Bearer error="insufficient_scope"'
     if scopes:
         challenge += f', scope="{" ".join(sorted(scopes))}"'
-    return Forbidden(
-        "The token lacks a required scope",
-        code="insufficient_scope",
-        headers={"WWW-Authenticate": challenge},
-    )
+    return Forbidden(detail, code="insufficient_scope", headers={"WWW-Authenticate": challenge})
+
+
+def insufficient_role(detail: str = "Your role in this client does not allow this") -> Forbidden:
+    """The 403 for a member of the client whose role does not allow the action."""
+    return Forbidden(detail, code="insufficient_role")
 
 
 def require_scopes(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
@@ -110,7 +117,21 @@ def require_scopes(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
 
     async def dependency(principal: CurrentPrincipal) -> Principal:
         if principal.kind == "agent" and not principal.is_admin and not principal.has_scopes(*scopes):
-            raise _insufficient_scope(scopes)
+            raise insufficient_scope(scopes)
+        return principal
+
+    return dependency
+
+
+def require_any_scope(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency: agents must hold at least one of ``scopes`` (the challenge names the first, the
+    least one needs); users and admins pass."""
+    if not scopes:
+        raise ValueError("require_any_scope needs at least one scope")
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.kind == "agent" and not principal.is_admin and not set(scopes) & principal.scopes:
+            raise insufficient_scope(scopes[:1])
         return principal
 
     return dependency
@@ -134,11 +155,11 @@ def ensure_client_role(
     role = principal.role_in(client_id)
     if role is not None:
         if role not in roles:
-            raise Forbidden("Your role in this client does not allow this", code="insufficient_role")
+            raise insufficient_role()
         return
     if principal.kind == "agent" and principal.client_id == client_id:
         if not scopes or not principal.has_scopes(*scopes):
-            raise _insufficient_scope(scopes)
+            raise insufficient_scope(scopes)
         return
     raise NotFound()
 

@@ -190,7 +190,7 @@ async def create_document(
 @router.get(
     "/projects/{project_id}/documents",
     response_model=Page[DocumentRead],
-    responses=problems(400, 401, 404, 422),
+    responses=problems(400, 401, 403, 404, 422),
 )
 async def list_documents(
     project_id: uuid.UUID,
@@ -229,7 +229,7 @@ async def list_documents(
     )
 
 
-@router.get("/documents/{document_id}", response_model=DocumentRead, responses=problems(401, 404, 422))
+@router.get("/documents/{document_id}", response_model=DocumentRead, responses=problems(401, 403, 404, 422))
 async def get_document(
     document_id: uuid.UUID, response: Response, principal: CurrentPrincipal, session: SessionDep
 ) -> DocumentRead:
@@ -280,7 +280,7 @@ async def delete_document(
 @router.get(
     "/documents/{document_id}/versions",
     response_model=Page[VersionRead],
-    responses=problems(400, 401, 404, 422),
+    responses=problems(400, 401, 403, 404, 422),
 )
 async def list_versions(
     document_id: uuid.UUID,
@@ -356,7 +356,7 @@ async def _version_or_latest(session: SessionDep, doc: Document, number: int | N
         200: {"content": {"text/markdown": {}, "text/plain": {}, "application/pdf": {}}},
         304: {"description": "If-None-Match names this version's content"},
         **problems(
-            401, 404, 422, described={404: "No such document or version, or one the caller may not see"}
+            401, 403, 404, 422, described={404: "No such document or version, or one the caller may not see"}
         ),
     },
 )
@@ -396,6 +396,7 @@ async def get_content(
     response_model=Page[SectionRead],
     responses=problems(
         401,
+        403,
         404,
         409,
         422,

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends
 from documents.deps import EmbedderDep, SettingsDep
 from documents.search import service
 from documents.search.schemas import SearchRequest, SearchResponse
-from shared.auth import CurrentPrincipal, Principal
-from shared.errors import Forbidden
+from shared.auth import Principal, require_any_scope
 from shared.http import SessionDep, problems
 
 __all__ = ["router"]
@@ -18,19 +17,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["search"])
 
 
-async def _may_search(principal: CurrentPrincipal) -> Principal:
-    """Agents need ``search`` or ``documents:read``; users' reach comes from their memberships."""
-    if (
-        principal.kind == "agent"
-        and not principal.is_admin
-        and not ({"search", "documents:read"} & principal.scopes)
-    ):
-        raise Forbidden(
-            "The token lacks a required scope",
-            code="insufficient_scope",
-            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="search"'},
-        )
-    return principal
+_may_search = require_any_scope("search", "documents:read")  # agents; users' reach is their memberships
 
 
 @router.post(

@@ -8,17 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
-from shared.auth import AdminPrincipal, get_principal
+from shared.auth import AdminPrincipal, require_any_scope
 from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 from shared.http import LimitParam, Page, SessionDep, decode_cursor, encode_cursor, problems
 from shared.messaging.envelope import Actor
+from workflows.access import SCOPES
 from workflows.definitions import service
 from workflows.definitions.loader import MAX_SOURCE_BYTES
 from workflows.definitions.models import DefinitionRow, DefinitionVersionRow
 from workflows.definitions.schemas import DefinitionRead, DefinitionSummary, DefinitionUpload, VersionRead
 
 router = APIRouter(prefix="/v1/workflow-definitions", tags=["workflow definitions"])
-_authenticated = [Depends(get_principal)]
+_readers = [Depends(require_any_scope(*SCOPES))]  # signed in; agents with a workflows scope
 
 DefinitionId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
@@ -61,8 +62,8 @@ def _read(
 @router.get(
     "",
     response_model=Page[DefinitionSummary],
-    dependencies=_authenticated,
-    responses=problems(400, 401, 422),
+    dependencies=_readers,
+    responses=problems(400, 401, 403, 422),
 )
 async def list_definitions(
     session: SessionDep,
@@ -84,8 +85,8 @@ async def list_definitions(
 @router.get(
     "/{definition_id}",
     response_model=DefinitionRead,
-    dependencies=_authenticated,
-    responses=problems(401, 404, 422),
+    dependencies=_readers,
+    responses=problems(401, 403, 404, 422),
 )
 async def get_definition(
     definition_id: DefinitionId,

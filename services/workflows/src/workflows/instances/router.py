@@ -35,7 +35,7 @@ async def _instance(session: AsyncSession, principal: Principal, project_id: uui
     return row
 
 
-@router.get("/{project_id}/workflow", response_model=InstanceRead, responses=problems(401, 404, 422))
+@router.get("/{project_id}/workflow", response_model=InstanceRead, responses=problems(401, 403, 404, 422))
 async def get_workflow(
     project_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal, response: Response
 ) -> InstanceRead:
@@ -51,7 +51,7 @@ async def get_workflow(
     "/{project_id}/sprint-status",
     responses={
         200: {"content": {"application/json": {}, "application/yaml": {}}},
-        **problems(401, 404, 422),
+        **problems(401, 403, 404, 422),
     },
 )
 async def get_sprint_status(

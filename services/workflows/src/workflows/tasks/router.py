@@ -105,7 +105,7 @@ def _page_after(query: Any, model: Any, cursor: str | None) -> Any:
     return query.order_by(model.id)
 
 
-@router.get("/v1/tasks", response_model=Page[TaskRead], responses=problems(400, 401, 404, 422))
+@router.get("/v1/tasks", response_model=Page[TaskRead], responses=problems(400, 401, 403, 404, 422))
 async def list_tasks(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -149,7 +149,7 @@ async def _task_row(session: AsyncSession, principal: Principal, task_id: uuid.U
     return row
 
 
-@router.get("/v1/tasks/{task_id}", response_model=TaskRead, responses=problems(401, 404, 422))
+@router.get("/v1/tasks/{task_id}", response_model=TaskRead, responses=problems(401, 403, 404, 422))
 async def get_task(task_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal) -> TaskRead:
     return task_row_read(await _task_row(session, principal, task_id), utcnow())
 
@@ -265,7 +265,7 @@ async def fail_task(
     )
 
 
-@router.get("/v1/decisions", response_model=Page[DecisionRead], responses=problems(400, 401, 404, 422))
+@router.get("/v1/decisions", response_model=Page[DecisionRead], responses=problems(400, 401, 403, 404, 422))
 async def list_decisions(
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -298,7 +298,9 @@ async def _decision_row(session: AsyncSession, principal: Principal, decision_id
     return row
 
 
-@router.get("/v1/decisions/{decision_id}", response_model=DecisionRead, responses=problems(401, 404, 422))
+@router.get(
+    "/v1/decisions/{decision_id}", response_model=DecisionRead, responses=problems(401, 403, 404, 422)
+)
 async def get_decision(
     decision_id: uuid.UUID, session: SessionDep, principal: CurrentPrincipal
 ) -> DecisionRead:
