@@ -376,3 +376,47 @@ async def test_retention_drops_a_whole_partition_and_records_itself(factory, sup
     assert (await _verify(factory, str(client_a))).first_sequence == 5
     # Nothing else is deletable: the partition of the current month stays.
     assert await apply_retention(factory, PartitionKeeper(factory), keep_months=12) == []
+
+
+async def test_the_worker_verifies_every_chain_and_exports_what_broke(factory, superuser, client_a, client_b):
+    """``Housekeeping.verify`` walks every chain and its metrics name a broken one (chain and first bad
+    sequence) for an alert; a healthy log exports no failing series. Running, the job repeats on its own."""
+    from audit.config import AuditSettings
+    from audit.housekeeping import Housekeeping
+
+    from shared.metrics import Exposition
+
+    await append(factory, drafts_for(client_a, 6))
+    await append(factory, drafts_for(client_b, 4))
+    housekeeping = Housekeeping(factory, SIGNER, AuditSettings(verify_interval_seconds=0.05), KEYRING)
+    exposition = Exposition([housekeeping])
+    assert "baton_audit_verify" not in (await exposition.render()).decode()  # nothing until a pass ends
+
+    healthy = await housekeeping.verify()
+    assert (healthy.chains, healthy.entries, healthy.failed) == (2, 10, {})
+    text = (await exposition.render()).decode()
+    assert "baton_audit_verify_entries 10.0" in text
+    assert "baton_audit_verify_failed_chains{" not in text
+
+    await _tamper(
+        superuser,
+        "UPDATE entries SET payload = '{\"i\": 99}' WHERE chain_id = $1 AND sequence = 3",
+        str(client_b),
+    )
+    running = asyncio.create_task(housekeeping.run())
+    try:
+        for _ in range(200):
+            last = housekeeping.last_verify
+            if last is not None and last.failed:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        housekeeping.stop()
+        await running
+    assert set(housekeeping.last_verify.failed) == {str(client_b)}
+    text = (await exposition.render()).decode()
+    assert (
+        f'baton_audit_verify_failed_chains{{chain="{client_b}",reason="hash_mismatch",sequence="3"}} 1.0'
+        in text
+    )
+    assert f'chain="{client_a}"' not in text

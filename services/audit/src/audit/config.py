@@ -123,6 +123,12 @@ class Settings(BaseServiceSettings):
         "How often partitions are prepared and retention applied.",
         gt=0,
     )
+    verify_interval_seconds: float = _env(
+        "verify_interval_seconds",
+        3600.0,
+        "How often the worker verifies every chain and exports the outcome as metrics. 0: never.",
+        ge=0,
+    )
 
     # Reading.
     audit_reads: bool = _env("audit_reads", True, "Record every read of the log as an entry.")

@@ -1,14 +1,16 @@
 """The audit worker: ``python -m audit.worker``.
 
 Runs, side by side until SIGTERM: the stream consumers with discovery, gap healing and reconciliation
-(``AuditIngest``); checkpoints, partitions and retention (``Housekeeping``); and the outbox relay that
-publishes ``baton.audit.checkpoint.created.v1`` to ``BATON_AUDIT`` and answers its replay requests.
+(``AuditIngest``); checkpoints, partitions, retention and periodic verification (``Housekeeping``);
+and the outbox relay that publishes ``baton.audit.checkpoint.created.v1`` to ``BATON_AUDIT`` and answers
+its replay requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from audit.checkpoints.signing import Keyring
 from audit.config import Settings
 from audit.context import build_signer
 from audit.housekeeping import Housekeeping
@@ -28,10 +30,11 @@ async def run(settings: Settings | None = None) -> None:
         settings.database_url, schema=settings.schema_name, pool_size=settings.database_pool_size
     )
     factory = create_session_factory(engine)
+    signer = build_signer(settings)
     try:
         await run_worker(
             AuditIngest(factory, settings.nats_url, settings),
-            Housekeeping(factory, build_signer(settings), settings),
+            Housekeeping(factory, signer, settings, Keyring(signer.public, settings.previous_public_keys)),
             OutboxRelay(factory, settings.nats_url, "audit", replicas=settings.nats_stream_replicas),
         )
     finally:
