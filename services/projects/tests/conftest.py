@@ -148,7 +148,13 @@ async def db(fresh_schema: FreshSchema) -> tuple[str, AsyncEngine]:
 @pytest.fixture
 async def svc(db: tuple[str, AsyncEngine], database_url: str, tokens: TokenFactory) -> AsyncIterator[Svc]:
     schema, engine = db
-    settings = Settings(environment="test", database_url=database_url, database_schema=schema, log_json=False)
+    settings = Settings(
+        environment="test",
+        database_url=database_url,
+        database_schema=schema,
+        log_json=False,
+        workflow_wait_seconds=0.1,  # a refusal for an unknown workflow comes after this wait
+    )
     app = build_app(settings, engine=engine, token_verifier=tokens.verifier(), configure_observability=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app, raise_app_exceptions=False)

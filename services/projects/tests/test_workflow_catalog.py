@@ -4,6 +4,8 @@ consumer on JetStream); anything else is a 422 ``unknown_workflow`` that writes 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from projects.catalog.models import KnownWorkflow
 from projects.database import messaging
@@ -141,6 +143,31 @@ async def test_an_announcement_under_a_tenant_is_dead_lettered(svc, js, consumer
     async with svc.sessions() as session:
         reasons = (await session.execute(select(messaging.dead_letters.c.reason))).scalars().all()
     assert len(reasons) == 1
+
+
+async def test_a_definition_announced_while_the_request_waits_is_accepted(svc, monkeypatch):
+    """A project naming a workflow uploaded a moment ago waits for its announcement (up to
+    ``BATON_PROJECTS_WORKFLOW_WAIT_SECONDS``) instead of being refused; past the wait it is a 422."""
+    monkeypatch.setattr(svc.app.state.settings, "workflow_wait_seconds", 10.0)
+    client = await svc.new_client()
+
+    async def announce_later():
+        await asyncio.sleep(0.5)
+        await svc.know_workflows("late-flow")
+
+    announcing = asyncio.create_task(announce_later())
+    r = await svc.http.post("/v1/projects", json=body(client, type="late-flow"), headers=svc.admin)
+    await announcing
+    assert r.status_code == 201, r.text
+    assert r.json()["workflow_id"] == "late-flow"
+
+    monkeypatch.setattr(svc.app.state.settings, "workflow_wait_seconds", 0.3)
+    started = asyncio.get_running_loop().time()
+    r = await svc.http.post(
+        "/v1/projects", json=body(client, name="Never", type="never-flow"), headers=svc.admin
+    )
+    svc.problem(r, 422, "unknown_workflow")
+    assert asyncio.get_running_loop().time() - started >= 0.3  # it did wait before refusing
 
 
 async def test_patch_refuses_an_unknown_workflow_by_name(svc):

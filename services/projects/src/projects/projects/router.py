@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
+from projects.catalog.service import wait_for_workflows
+from projects.config import Settings
 from projects.http import CursorParam, IfMatch, Reader, SearchParam, Session, Writer, set_etag
 from projects.projects import service
 from projects.projects.schemas import ProjectCreate, ProjectRead, ProjectStatus, ProjectUpdate
-from shared.http import LimitParam, Page, problems
+from shared.http import LimitParam, Page, problems, session_factory
 
 __all__ = ["router"]
 
@@ -49,9 +51,14 @@ async def list_projects(
     responses=problems(400, 401, 403, 404, 409, 413, 422, described={**CONFLICTS, 422: UNKNOWN_WORKFLOW}),
 )
 async def create_project(
-    principal: Writer, body: ProjectCreate, session: Session, response: Response
+    principal: Writer, body: ProjectCreate, session: Session, response: Response, request: Request
 ) -> ProjectRead:
-    """Product owners of the client, admins, and the client's agents with ``projects:write``."""
+    """Product owners of the client, admins, and the client's agents with ``projects:write``. A workflow
+    definition uploaded a moment ago is waited for (``BATON_PROJECTS_WORKFLOW_WAIT_SECONDS``) before the
+    project is refused for naming an unknown one."""
+    if named := service.named_workflows(body):
+        settings: Settings = request.app.state.settings
+        await wait_for_workflows(session_factory(request), named, settings.workflow_wait_seconds)
     project = await service.create_project(session, body, principal=principal)
     set_etag(response, project.version)
     response.headers["Location"] = f"/v1/projects/{project.id}"

@@ -157,6 +157,11 @@ async def list_projects(
     return slice_rows(rows, limit, lambda p: p.id)
 
 
+def named_workflows(data: ProjectCreate) -> set[str]:
+    """The workflow definition ids a new project names (and the catalog must know)."""
+    return set(_workflow_refs({"type": data.type, "workflow_id": data.workflow_id}).values())
+
+
 def _workflow_refs(fields: dict[str, Any]) -> dict[str, str]:
     """The workflow ids a body names: any ``workflow_id``, and a ``type`` that is not a standard type."""
     return {
