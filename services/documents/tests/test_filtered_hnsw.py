@@ -249,6 +249,30 @@ async def test_a_small_project_is_ranked_exactly(world):
     assert [[h.chunk_id for h in hits] for hits in found] == [[h.chunk_id for h in t] for t in truths]
 
 
+async def test_one_statement_counts_and_runs_only_the_ranking_it_chose(world, monkeypatch):
+    """Under a project filter, the count and both rankings are one statement; EXPLAIN ANALYZE shows that
+    only the chosen ranking ran: the exact one for a small project, the HNSW walk past the threshold."""
+    big = world.big
+
+    async def plan() -> str:
+        async with searching(world) as s:
+            recording = _Recording(s)
+            await SearchRepository(recording).vector_search_complete(big.selective, big.queries[0], MODEL, K)  # type: ignore[arg-type]
+            statement, params = recording.statements[0]
+            rows = await s.execute(text(f"EXPLAIN (ANALYZE, COSTS OFF) {statement.text}"), params)
+            return "\n".join(row[0] for row in rows)
+
+    def walked(explained: str) -> bool:
+        line = next(x for x in explained.splitlines() if f"Index Scan using {big.index_name}" in x)
+        return "never executed" not in line
+
+    small = await plan()
+    assert not walked(small), small
+    monkeypatch.setattr(search_repository, "EXACT_SCAN_VECTORS", big.count(big.selective) - 1)
+    large = await plan()
+    assert walked(large), large
+
+
 async def test_a_project_past_the_exact_threshold_walks_the_index(world, monkeypatch):
     """With the threshold below the project's size, the service's answer is the index walk's."""
     big = world.big

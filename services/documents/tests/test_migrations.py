@@ -79,7 +79,7 @@ async def test_migration_matches_the_models(fresh_schema, database_url):
     schema, engine = await fresh_schema("docmig")
     await upgrade(database_url, MIGRATIONS, schema)
     await upgrade(database_url, MIGRATIONS, schema)  # idempotent
-    assert await current_revision(database_url, schema) == "0003"
+    assert await current_revision(database_url, schema) == "0004"
     migrated = await _catalog(engine, schema)
 
     model_schema, model_engine = await fresh_schema("docmod", Base.metadata)
@@ -88,6 +88,7 @@ async def test_migration_matches_the_models(fresh_schema, database_url):
     assert migrated["columns"] == from_models["columns"]
     assert migrated["constraints"] == from_models["constraints"]
     assert migrated["indexes"] == from_models["indexes"]
+    assert "INCLUDE (client_id, model_id)" in migrated["indexes"]["ix_chunk_vectors_project_id"]
     assert migrated["functions"] == from_models["functions"]
     assert set(migrated["functions"]) == {
         "documents_ensure_client_partitions",

@@ -105,7 +105,8 @@ class ChunkVector(Base):
             postgresql_with={"m": 16, "ef_construction": 64},
         ),
         Index("ix_chunk_vectors_document_id", "document_id"),
-        Index("ix_chunk_vectors_project_id", "project_id"),
+        # INCLUDE: counting a project's vectors (the search's exact-or-walk choice) reads the index only.
+        Index("ix_chunk_vectors_project_id", "project_id", postgresql_include=["client_id", "model_id"]),
         {"postgresql_partition_by": "LIST (client_id)"},
     )
 

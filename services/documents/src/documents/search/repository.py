@@ -35,10 +35,27 @@ _QUERY_VECTOR = "CAST(CAST(:q AS text) AS vector)"
 _ANY_WORD = f"CAST(replace(CAST(plainto_tsquery('{TSV_CONFIG}', :query) AS text), ' & ', ' | ') AS tsquery)"
 ANY_WORD_CANDIDATES = 2000
 # A project filter keeping at most this many vectors is ranked exactly (vector_search_complete).
-EXACT_SCAN_VECTORS = 5000
+EXACT_SCAN_VECTORS = 1000
 _HEADLINE_OPTIONS = (
     'StartSel=\x02, StopSel=\x03, MaxWords=40, MinWords=20, MaxFragments=2, FragmentDelimiter=" … "'
 )
+
+
+def _ranking(where: str, *, exact: bool) -> str:
+    """The ``:n`` nearest vectors under a filter (``where``: ``SearchFilter.sql("v")``): by the HNSW index
+    (approximate, the partition's index scan) or exactly (``+ 0`` makes the sort key an expression the
+    index cannot serve). A subquery with its own LIMIT, so an outer ORDER BY is not merged into it."""
+    distance = f"(v.embedding <=> {_QUERY_VECTOR})"
+    order = f"{distance} + 0, v.chunk_id" if exact else f"v.embedding <=> {_QUERY_VECTOR}"
+    return (
+        f"SELECT v.client_id, v.chunk_id, {distance} AS distance FROM chunk_vectors v "
+        f"WHERE v.model_id = :model{where} ORDER BY {order} LIMIT :n"
+    )
+
+
+def _matching(where: str) -> str:
+    """The vectors under a filter, at most ``:cap`` of them (for a count)."""
+    return f"SELECT 1 FROM chunk_vectors v WHERE v.model_id = :model{where} LIMIT :cap"
 
 
 @dataclass(frozen=True)
@@ -100,21 +117,7 @@ class SearchRepository:
     ) -> list[RankedChunk]:
         where, params = flt.sql("v")
         params.update(q=vector_literal(query), model=model_id, n=limit)
-        if exact:
-            # "+ 0" makes the sort key an expression the HNSW index cannot serve: a true exact ranking.
-            sql = (
-                f"SELECT v.client_id, v.chunk_id, (v.embedding <=> {_QUERY_VECTOR}) AS distance "
-                f"FROM chunk_vectors v WHERE v.model_id = :model{where} "
-                f"ORDER BY (v.embedding <=> {_QUERY_VECTOR}) + 0, v.chunk_id LIMIT :n"
-            )
-        else:
-            sql = (
-                "WITH ann AS MATERIALIZED ("
-                f"SELECT v.client_id, v.chunk_id, (v.embedding <=> {_QUERY_VECTOR}) AS distance "
-                f"FROM chunk_vectors v WHERE v.model_id = :model{where} "
-                f"ORDER BY v.embedding <=> {_QUERY_VECTOR} LIMIT :n) "
-                "SELECT client_id, chunk_id, distance FROM ann ORDER BY distance, chunk_id"
-            )
+        sql = f"SELECT client_id, chunk_id, distance FROM ({_ranking(where, exact=exact)}) r ORDER BY distance, chunk_id"
         rows = await self.session.execute(text(sql), params)
         return [RankedChunk(r.client_id, r.chunk_id, 1.0 - float(r.distance)) for r in rows]
 
@@ -122,10 +125,7 @@ class SearchRepository:
         """How many vectors ``flt`` lets through, counted no further than ``cap``."""
         where, params = flt.sql("v")
         params.update(model=model_id, cap=cap)
-        sql = (
-            f"SELECT count(*) FROM (SELECT 1 FROM chunk_vectors v WHERE v.model_id = :model{where} "
-            "LIMIT :cap) AS matching"
-        )
+        sql = f"SELECT count(*) FROM ({_matching(where)}) AS matching"
         return int((await self.session.execute(text(sql), params)).scalar_one())
 
     async def vector_search_complete(
@@ -134,16 +134,37 @@ class SearchRepository:
         """Approximate search, exact where that is both cheap and better.
 
         A filter to projects holding at most ``EXACT_SCAN_VECTORS`` vectors is ranked exactly: an HNSW
-        walk under a filter that keeps a few percent of a partition misses some of the true neighbours
-        (recall@10 0.94 on a 3% project, test_filtered_hnsw), while comparing a few thousand vectors costs
-        about as much as the walk. The count is bounded and served by the project index. Otherwise the
-        index scan runs, and is made exact when it could not fill ``limit`` under the filter.
+        walk under a filter that keeps a few percent of a partition can miss true neighbours (recall@10
+        0.94 on a 3% project in test_filtered_hnsw), while ranking up to a thousand vectors exactly costs
+        about what the walk does (bench/search.py). One statement counts the project's vectors (stopping
+        past the threshold, from the project index) and runs only the ranking the count chooses.
+        Otherwise, or past the threshold, the index scan runs, made exact when it could not fill ``limit``
+        under the filter.
         """
-        if flt.project_ids is not None:
-            matching = await self.matching_vectors(flt, model_id, EXACT_SCAN_VECTORS + 1)
-            if matching <= EXACT_SCAN_VECTORS:
-                return await self.vector_search(flt, query, model_id, limit, exact=True)
-        hits = await self.vector_search(flt, query, model_id, limit)
+        if flt.project_ids is None:
+            hits = await self.vector_search(flt, query, model_id, limit)
+        else:
+            where, params = flt.sql("v")
+            params.update(
+                q=vector_literal(query),
+                model=model_id,
+                n=limit,
+                cap=EXACT_SCAN_VECTORS + 1,
+                threshold=EXACT_SCAN_VECTORS,
+            )
+            sql = (
+                f"WITH counted AS MATERIALIZED (SELECT count(*) AS n FROM ({_matching(where)}) m) "
+                f"SELECT client_id, chunk_id, distance, true AS exact FROM ({_ranking(where, exact=True)}) e "
+                "WHERE (SELECT n FROM counted) <= :threshold "
+                "UNION ALL "
+                f"SELECT client_id, chunk_id, distance, false FROM ({_ranking(where, exact=False)}) w "
+                "WHERE (SELECT n FROM counted) > :threshold "
+                "ORDER BY distance, chunk_id"
+            )
+            rows = list(await self.session.execute(text(sql), params))
+            hits = [RankedChunk(r.client_id, r.chunk_id, 1.0 - float(r.distance)) for r in rows]
+            if rows and rows[0].exact:
+                return hits
         if len(hits) < limit:
             hits = await self.vector_search(flt, query, model_id, limit, exact=True)
         return hits
