@@ -89,6 +89,7 @@ def projects_settings(database_url: str, schema_name: str, jwks_url: str) -> Pro
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         log_json=False,
+        workflow_wait_seconds=0.05,  # generated types name made-up workflows: no 2 s wait each
     )
 
 

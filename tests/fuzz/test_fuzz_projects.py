@@ -80,7 +80,11 @@ async def projects_db(database_url: str) -> Any:
 def projects(projects_db: str, database_url: str) -> Iterator[Target]:
     tokens = TokenFactory()
     settings = Settings(
-        environment="test", database_url=database_url, database_schema=projects_db, log_json=False
+        environment="test",
+        database_url=database_url,
+        database_schema=projects_db,
+        log_json=False,
+        workflow_wait_seconds=0.05,  # generated types name made-up workflows: no 2 s wait each
     )
     app = build_app(settings, token_verifier=tokens.verifier(), configure_observability=False)
     admin = bearer(tokens.issue("fuzz-admin", admin=True, name="Fuzz Admin"))

@@ -201,6 +201,8 @@ def _system_env(admin_password: str) -> dict[str, str]:
         "BATON_AUDIT_DISCOVERY_INTERVAL_SECONDS": "2",
         "BATON_AUDIT_ACK_WAIT_SECONDS": "10",
         "BATON_WORKFLOWS_LEASE_SWEEP_SECONDS": "5",
+        # Live fuzzing names made-up workflows in many requests: each would wait the default 2 s.
+        "BATON_PROJECTS_WORKFLOW_WAIT_SECONDS": "0.2",
     }
 
 

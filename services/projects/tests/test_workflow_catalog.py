@@ -161,6 +161,13 @@ async def test_a_definition_announced_while_the_request_waits_is_accepted(svc, m
     assert r.status_code == 201, r.text
     assert r.json()["workflow_id"] == "late-flow"
 
+    # A caller who would be refused anyway is refused at once, without waiting for anything.
+    started = asyncio.get_running_loop().time()
+    for headers, status in ((svc.outsider(), 404), (svc.user(client["id"], "viewer"), 403)):
+        r = await svc.http.post("/v1/projects", json=body(client, type="never-flow"), headers=headers)
+        svc.problem(r, status)
+    assert asyncio.get_running_loop().time() - started < 5  # the wait is 10 s
+
     monkeypatch.setattr(svc.app.state.settings, "workflow_wait_seconds", 0.3)
     started = asyncio.get_running_loop().time()
     r = await svc.http.post(

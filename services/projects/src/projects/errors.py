@@ -97,7 +97,7 @@ class UnknownWorkflow(ValidationFailed):
     def __init__(self, refs: dict[str, str]) -> None:
         fields = sorted(refs)
         named = ", ".join(f"{name} '{refs[name]}'" for name in fields)
-        hint = "GET /v1/workflow-definitions lists the workflow definitions"
+        hint = "GET /v1/workflow-definitions lists the workflow definitions (agents: with a workflows scope)"
         errors: list[dict[str, Any]] = [
             {
                 "loc": ["body", name],

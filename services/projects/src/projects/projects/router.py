@@ -57,8 +57,10 @@ async def create_project(
     definition uploaded a moment ago is waited for (``BATON_PROJECTS_WORKFLOW_WAIT_SECONDS``) before the
     project is refused for naming an unknown one."""
     if named := service.named_workflows(body):
+        factory = session_factory(request)
+        await service.ensure_may_create(factory, body, principal=principal)  # no waiting to be refused
         settings: Settings = request.app.state.settings
-        await wait_for_workflows(session_factory(request), named, settings.workflow_wait_seconds)
+        await wait_for_workflows(factory, named, settings.workflow_wait_seconds)
     project = await service.create_project(session, body, principal=principal)
     set_etag(response, project.version)
     response.headers["Location"] = f"/v1/projects/{project.id}"

@@ -8,10 +8,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from projects.actors import SERVICE, actor_of
 from projects.catalog.service import require_known
+from projects.clients.models import Client
 from projects.clients.repository import ClientRepository
 from projects.constraints import flush_or_raise
 from projects.errors import (
@@ -74,19 +75,34 @@ async def _readable(
     return project
 
 
-async def create_project(session: AsyncSession, data: ProjectCreate, *, principal: Principal) -> Project:
-    """``client_id`` must name a client the caller can see (else 404) and may add projects to (else 403);
-    a ``workflow_id``, and a ``type`` that is not a standard type, must name a workflow definition the
-    workflows service announced (else 422 ``unknown_workflow``)."""
-    # FOR SHARE: a concurrent delete or archive of the client waits for this insert, and vice versa,
-    # so a project is never added to a client that is being deleted.
-    client = await ClientRepository(session).get_live(data.client_id, lock="share")
+def _may_create_in(client: Client | None, principal: Principal) -> Client:
+    """The client a new project goes to: 404 unless the caller sees it, 403 unless it may add projects,
+    409 if it is archived."""
     if client is None or not can_read_client(principal, client.id):
         raise ClientNotFound()
     if not can_create_project(principal, client.id):
         raise Forbidden("You may not create projects for this client", code="insufficient_role")
     if client.status == "archived":
         raise ClientArchived()
+    return client
+
+
+async def ensure_may_create(
+    factory: async_sessionmaker[AsyncSession], data: ProjectCreate, *, principal: Principal
+) -> None:
+    """``create_project``'s refusals, checked ahead in a short session of their own: a request about to
+    wait (for a workflow announcement) is refused first if it would be refused anyway."""
+    async with factory() as session:
+        _may_create_in(await ClientRepository(session).get_live(data.client_id), principal)
+
+
+async def create_project(session: AsyncSession, data: ProjectCreate, *, principal: Principal) -> Project:
+    """``client_id`` must name a client the caller can see (else 404) and may add projects to (else 403);
+    a ``workflow_id``, and a ``type`` that is not a standard type, must name a workflow definition the
+    workflows service announced (else 422 ``unknown_workflow``)."""
+    # FOR SHARE: a concurrent delete or archive of the client waits for this insert, and vice versa,
+    # so a project is never added to a client that is being deleted.
+    client = _may_create_in(await ClientRepository(session).get_live(data.client_id, lock="share"), principal)
     await require_known(session, _workflow_refs({"type": data.type, "workflow_id": data.workflow_id}))
     project = Project(
         id=new_id(),
