@@ -146,7 +146,10 @@ async def test_who_may_see_and_act(svc):
         r = await request
         svc.problem(r, 403, "insufficient_scope")
         assert 'scope="workflows:read"' in r.headers["WWW-Authenticate"]
-    svc.problem(await svc.http.post(f"/v1/tasks/{task}/claim", headers=scopeless), 403, "insufficient_scope")
+    # Acting, the challenge names the scope acting needs (not the reading one, which would not do).
+    r = await svc.http.post(f"/v1/tasks/{task}/claim", headers=scopeless)
+    svc.problem(r, 403, "insufficient_scope")
+    assert 'scope="workflows:write"' in r.headers["WWW-Authenticate"]
     # The client's auditor reads the workflow (as it reads the projects and documents) but does not act.
     auditor = svc.user(client, "auditor")
     assert (await svc.http.get(f"/v1/projects/{project}/workflow", headers=auditor)).status_code == 200

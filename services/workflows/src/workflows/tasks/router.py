@@ -139,11 +139,14 @@ async def list_tasks(
     return Page[TaskRead](items=items, next_cursor=next_cursor)
 
 
-async def _task_row(session: AsyncSession, principal: Principal, task_id: uuid.UUID) -> TaskRow:
+async def _task_row(
+    session: AsyncSession, principal: Principal, task_id: uuid.UUID, *, act: bool = False
+) -> TaskRow:
+    """The task if the caller may read it (``act``: act on it): 404 if hidden, 403 if not allowed."""
     row = await session.get(TaskRow, task_id)
     if row is None:
         raise TaskNotFound(f"Task {task_id} not found")
-    ensure_read(
+    (ensure_act if act else ensure_read)(
         principal, row.client_id, row.project_id, not_found=lambda: TaskNotFound(f"Task {task_id} not found")
     )
     return row
@@ -162,10 +165,7 @@ async def _task_action(
     if_match: str | None,
     operation: Callable[[Engine], Any],
 ) -> TaskRead:
-    row = await _task_row(session, principal, task_id)
-    ensure_act(
-        principal, row.client_id, row.project_id, not_found=lambda: TaskNotFound(f"Task {task_id} not found")
-    )
+    row = await _task_row(session, principal, task_id, act=True)
     instance = await lock_instance(session, row.instance_id)
     _, engine = await apply(session, instance, operation, actor=actor_of(principal), if_match=if_match)
     response.headers["ETag"] = etag_for(instance.version)
@@ -285,11 +285,14 @@ async def list_decisions(
     return Page[DecisionRead](items=[decision_row_read(r) for r in rows[:limit]], next_cursor=next_cursor)
 
 
-async def _decision_row(session: AsyncSession, principal: Principal, decision_id: uuid.UUID) -> DecisionRow:
+async def _decision_row(
+    session: AsyncSession, principal: Principal, decision_id: uuid.UUID, *, act: bool = False
+) -> DecisionRow:
+    """The decision if the caller may read it (``act``: answer it): 404 if hidden, 403 if not allowed."""
     row = await session.get(DecisionRow, decision_id)
     if row is None:
         raise DecisionNotFound(f"Decision {decision_id} not found")
-    ensure_read(
+    (ensure_act if act else ensure_read)(
         principal,
         row.client_id,
         row.project_id,
@@ -335,13 +338,7 @@ async def answer_decision(
 ) -> DecisionRead:
     """Answer a decision (one of its ``options``); the answer and who gave it are stored and emitted.
     For "PO checklist found issues?" ``flagged_documents`` narrows who fixes them."""
-    row = await _decision_row(session, principal, decision_id)
-    ensure_act(
-        principal,
-        row.client_id,
-        row.project_id,
-        not_found=lambda: DecisionNotFound(f"Decision {decision_id} not found"),
-    )
+    row = await _decision_row(session, principal, decision_id, act=True)
     instance = await lock_instance(session, row.instance_id)
     actor = actor_of(principal)
     decision, _ = await apply(
