@@ -420,3 +420,48 @@ async def test_the_worker_verifies_every_chain_and_exports_what_broke(factory, s
         in text
     )
     assert f'chain="{client_a}"' not in text
+
+
+async def test_retention_gives_way_to_a_long_read_and_drops_later(factory, superuser, client_a):
+    """A reader holding ``entries`` (a verification, an export page) keeps the drop from its lock: after the
+    lock timeout retention undoes its transaction (no retention entry left behind, nothing dropped) instead
+    of queueing every append behind it; once the reader is gone, the next run drops the partition."""
+    await append(factory, drafts_for(client_a, 3), at=datetime(2023, 5, 10, 8, 0, tzinfo=UTC))
+    await append(factory, drafts_for(client_a, 1))
+    keeper = PartitionKeeper(factory)
+    async with superuser.transaction():  # another connection, reading: holds ACCESS SHARE on entries
+        assert await superuser.fetchval("SELECT count(*) FROM entries") == 4
+        busy = await apply_retention(factory, keeper, keep_months=12, lock_timeout_seconds=0.2)
+    assert busy == []
+    async with factory() as session:
+        assert "entries_2023_05" in [p.name for p in await list_partitions(session)]
+        actions = (
+            await session.execute(select(Entry.action).where(Entry.chain_id == str(client_a)))
+        ).scalars()
+        assert RETENTION_ACTION not in list(actions)
+    assert await apply_retention(factory, keeper, keep_months=12, lock_timeout_seconds=0.2) == [
+        "entries_2023_05"
+    ]
+    assert (await _verify(factory, str(client_a))).ok
+
+
+async def test_stopping_the_worker_abandons_a_long_verification(factory, client_a, monkeypatch):
+    """A verification still walking a chain when the worker is asked to stop is given up at once (a long
+    chain must not outlast the pod's grace period), and an unfinished pass reports nothing."""
+    from audit import housekeeping as module
+    from audit.config import AuditSettings
+
+    await append(factory, drafts_for(client_a, 2))
+    started = asyncio.Event()
+
+    async def endless(*args, **kwargs):
+        started.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(module, "verify_chain", endless)
+    worker = module.Housekeeping(factory, SIGNER, AuditSettings(verify_interval_seconds=60), KEYRING)
+    running = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 10)
+    worker.stop()
+    await asyncio.wait_for(running, 10)  # returns although the chain's verification never would
+    assert worker.last_verify is None

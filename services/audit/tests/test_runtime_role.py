@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from audit.chain.records import RETENTION_ACTION
 from audit.checkpoints.service import create_due_checkpoints
 from sqlalchemy.exc import DBAPIError
 
@@ -138,25 +139,52 @@ async def test_partitions_old_and_new_give_the_runtime_role_nothing(roles, facto
 
 async def test_a_partition_is_dropped_only_after_its_retention_entries(roles, factory, runtime, client_a):
     """The runtime role calling the retention function by hand, without the entries ``apply_retention``
-    appends first, is refused and the partition stays; with one chain's entry but not the other's, too."""
+    appends first, is refused and the partition stays: with one chain's entry but not the other's, and
+    with a bare key row (which the runtime role may insert) standing in for the missing record."""
+    part = "entries_2024_03"
     old = datetime(2024, 3, 5, tzinfo=UTC)
     await append(factory, drafts_for(client_a, 2), at=old)
     await append(factory, drafts_for(None, 1), at=old)
-    with pytest.raises(asyncpg.RaiseError, match=rf"without a retention entry: {client_a}, platform$"):
-        await runtime.fetchval("SELECT audit_drop_partition('entries_2024_03')")
-    await append(
-        factory,
-        [replace(d, event_id=f"retention:entries_2024_03:{client_a}") for d in drafts_for(client_a, 1)],
+
+    def record(client):
+        chain = str(client) if client else "platform"
+        (draft,) = drafts_for(client, 1)
+        return replace(draft, event_id=f"retention:{part}:{chain}", action=RETENTION_ACTION, resource_id=part)
+
+    def refused(chains):
+        return pytest.raises(asyncpg.RaiseError, match=rf"without a retention entry: {chains}$")
+
+    with refused(f"{client_a}, platform"):
+        await runtime.fetchval("SELECT audit_drop_partition($1)", part)
+    await append(factory, [record(client_a)])
+    with refused("platform"):
+        await runtime.fetchval("SELECT audit_drop_partition($1)", part)
+    # A key row with the record's event id and no entry behind it does not count.
+    await runtime.execute(
+        "INSERT INTO entry_keys (event_id, entry_id, chain_id, sequence, recorded_at) "
+        "VALUES ($1, gen_random_uuid(), 'platform', -1, now())",
+        f"retention:{part}:platform",
     )
-    with pytest.raises(asyncpg.RaiseError, match=r"without a retention entry: platform$"):
-        await runtime.fetchval("SELECT audit_drop_partition('entries_2024_03')")
-    assert "entries_2024_03" in await _partitions(runtime)
+    with refused("platform"):
+        await runtime.fetchval("SELECT audit_drop_partition($1)", part)
+    assert part in await _partitions(runtime)
     assert await runtime.fetchval("SELECT count(*) FROM entries WHERE recorded_at < '2024-04-01'") == 3
-    await append(
-        factory, [replace(d, event_id="retention:entries_2024_03:platform") for d in drafts_for(None, 1)]
-    )
-    assert await runtime.fetchval("SELECT audit_drop_partition('entries_2024_03')") == 3
-    assert "entries_2024_03" not in await _partitions(runtime)
+
+
+async def test_the_retention_record_lets_the_partition_go(roles, factory, runtime, client_a):
+    part = "entries_2024_03"
+    old = datetime(2024, 3, 5, tzinfo=UTC)
+    await append(factory, drafts_for(client_a, 2), at=old)
+    await append(factory, drafts_for(None, 1), at=old)
+    for client in (client_a, None):
+        chain = str(client) if client else "platform"
+        (draft,) = drafts_for(client, 1)
+        await append(
+            factory,
+            [replace(draft, event_id=f"retention:{part}:{chain}", action=RETENTION_ACTION, resource_id=part)],
+        )
+    assert await runtime.fetchval("SELECT audit_drop_partition($1)", part) == 3
+    assert part not in await _partitions(runtime)
 
 
 async def test_the_runtime_role_owns_nothing_and_has_no_create(roles, runtime):

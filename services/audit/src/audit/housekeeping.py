@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit.chain.models import Chain
 from audit.chain.service import PartitionKeeper
-from audit.chain.verify import BadEntry, verify_chain
+from audit.chain.verify import BadEntry, VerifyResult, verify_chain
 from audit.checkpoints.service import create_due_checkpoints
 from audit.checkpoints.signing import Keyring, Signer
 from audit.config import AuditSettings
@@ -96,10 +96,9 @@ class Housekeeping:
             chains = list((await session.execute(select(Chain.chain_id).order_by(Chain.chain_id))).scalars())
         outcome = VerifyPass(finished_at=0.0, seconds=0.0, chains=len(chains), entries=0)
         for chain_id in chains:
-            if self._stopping.is_set():
-                return self.last_verify or outcome  # an unfinished pass reports nothing
-            async with self.factory() as session:
-                result = await verify_chain(session, chain_id, self.keyring)
+            result = await self._verify_chain_unless_stopped(chain_id)
+            if result is None:
+                return self.last_verify or outcome  # stopped: an unfinished pass reports nothing
             outcome.entries += result.entries_checked
             if not result.ok:
                 outcome.failed[chain_id] = result.first_bad
@@ -122,6 +121,29 @@ class Housekeeping:
             len(outcome.failed),
         )
         return outcome
+
+    async def _verify_chain_unless_stopped(self, chain_id: str) -> VerifyResult | None:
+        """One chain's verification, given up (None) as soon as the worker is asked to stop: a long chain
+        must not hold the pod past its grace period."""
+        if self._stopping.is_set():
+            return None
+
+        async def verify_one() -> VerifyResult:
+            async with self.factory() as session:
+                return await verify_chain(session, chain_id, self.keyring)
+
+        check = asyncio.ensure_future(verify_one())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({check, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not check.done():
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check
+            return None
+        return check.result()
 
     async def metrics(self) -> list[Metric]:
         """The last complete verification, for alerts (nothing until one has finished)."""

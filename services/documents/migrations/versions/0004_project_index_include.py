@@ -1,6 +1,9 @@
 """``chunk_vectors``' project index carries ``client_id`` and ``model_id`` (INCLUDE), so that counting a
-project's vectors (``SearchRepository.matching_vectors``, which decides between an exact ranking and the
-HNSW walk) is an index-only scan instead of one heap page per vector.
+project's vectors (``SearchRepository.vector_search_complete`` counts to choose between an exact ranking
+and the HNSW walk) is an index-only scan instead of one heap page per vector.
+
+Rebuilding the index locks each partition against writes while it runs (seconds per million vectors);
+upgrade when indexing can pause.
 
 Revision ID: 0004
 Revises: 0003

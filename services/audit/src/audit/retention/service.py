@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit.chain.canonical import PLATFORM_CHAIN, EntryDraft
@@ -105,14 +106,67 @@ async def _summaries(session: AsyncSession, part: Partition) -> dict[str, dict[s
     return out
 
 
+def _lock_not_available(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == "55P03"
+
+
+class _PartitionBusy(Exception):
+    """The drop could not take its lock in time; its transaction was undone."""
+
+
+async def _drop(
+    factory: async_sessionmaker[AsyncSession], part: Partition, keep_months: int, lock_timeout_seconds: float
+) -> tuple[int, int]:
+    """In one transaction: the retention entry of every chain ``part`` holds, then the drop. How many
+    entries went, in how many chains."""
+    async with factory() as session, session.begin():
+        summaries = await _summaries(session, part)
+        drafts = [
+            EntryDraft(
+                event_id=f"retention:{part.name}:{chain_id}",
+                action=RETENTION_ACTION,
+                client_id=None if chain_id == PLATFORM_CHAIN else uuid.UUID(chain_id),
+                actor_subject=SERVICE_ACTOR.subject,
+                actor_kind=SERVICE_ACTOR.kind,
+                actor_name=SERVICE_ACTOR.name,
+                resource_type="partition",
+                resource_id=part.name,
+                payload={
+                    "partition": part.name,
+                    "from": part.start.isoformat(),
+                    "to": part.end.isoformat(),
+                    "keep_months": keep_months,
+                    **summary,
+                },
+            )
+            for chain_id, summary in sorted(summaries.items())
+        ]
+        await append_entries(session, drafts)
+        timeout_ms = max(1, int(lock_timeout_seconds * 1000))
+        await session.execute(text(f"SET LOCAL lock_timeout = '{timeout_ms}ms'"))
+        try:
+            result = await session.execute(text("SELECT audit_drop_partition(:p)"), {"p": part.name})
+        except DBAPIError as exc:
+            if _lock_not_available(exc):
+                raise _PartitionBusy(part.name) from exc
+            raise
+        return int(result.scalar_one()), len(drafts)
+
+
 async def apply_retention(
     factory: async_sessionmaker[AsyncSession],
     keeper: PartitionKeeper,
     *,
     keep_months: int,
     now: datetime | None = None,
+    lock_timeout_seconds: float = 2.0,
 ) -> list[str]:
-    """Drop every partition that ended before ``keep_months`` whole months ago; the names dropped."""
+    """Drop every partition that ended before ``keep_months`` whole months ago; the names dropped.
+
+    Dropping a partition needs an exclusive lock on ``entries``, which a long reader (a verification, an
+    export page) holds off; while the drop waits, every append queues behind it. So the drop waits at
+    most ``lock_timeout_seconds``: past that its transaction (the retention entries with it) is undone and
+    the partition is left for the next run."""
     if keep_months <= 0:
         return []
     now = now or utcnow()
@@ -122,34 +176,13 @@ async def apply_retention(
     dropped: list[str] = []
     for part in doomed:  # oldest first: each drop removes a prefix of every chain
         await keeper.ensure()
-        async with factory() as session, session.begin():
-            summaries = await _summaries(session, part)
-            drafts = [
-                EntryDraft(
-                    event_id=f"retention:{part.name}:{chain_id}",
-                    action=RETENTION_ACTION,
-                    client_id=None if chain_id == PLATFORM_CHAIN else uuid.UUID(chain_id),
-                    actor_subject=SERVICE_ACTOR.subject,
-                    actor_kind=SERVICE_ACTOR.kind,
-                    actor_name=SERVICE_ACTOR.name,
-                    resource_type="partition",
-                    resource_id=part.name,
-                    payload={
-                        "partition": part.name,
-                        "from": part.start.isoformat(),
-                        "to": part.end.isoformat(),
-                        "keep_months": keep_months,
-                        **summary,
-                    },
-                )
-                for chain_id, summary in sorted(summaries.items())
-            ]
-            await append_entries(session, drafts)
-            removed = (
-                await session.execute(text("SELECT audit_drop_partition(:p)"), {"p": part.name})
-            ).scalar_one()
-        log.warning(
-            "retention: dropped partition %s (%d entries in %d chains)", part.name, removed, len(drafts)
-        )
+        try:
+            removed, chains = await _drop(factory, part, keep_months, lock_timeout_seconds)
+        except _PartitionBusy:
+            log.warning(
+                "retention: partition %s is in use (a long read of the log); trying again next run", part.name
+            )
+            return dropped
+        log.warning("retention: dropped partition %s (%d entries in %d chains)", part.name, removed, chains)
         dropped.append(part.name)
     return dropped
