@@ -33,5 +33,5 @@ def test_a_port_something_listens_on_is_never_handed_out(monkeypatch: pytest.Mon
         taken = listener.getsockname()[1]
         # Make the only candidate below the range the port already in use: it must be skipped.
         monkeypatch.setattr(embedded, "_ephemeral_range", lambda: (embedded._LOWEST_PORT + 1000, 60999))
-        monkeypatch.setattr(embedded.random, "sample", lambda population, k: [taken] * k)
+        monkeypatch.setattr(embedded._random, "sample", lambda population, k: [taken] * k)
         assert free_port() != taken

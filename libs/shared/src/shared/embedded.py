@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,9 @@ _PG_SYSTEM_USER = "embedded_postgres"
 
 
 _handed_out: set[int] = set()
+_handing_out = threading.Lock()
 _LOWEST_PORT = 20000
+_random = random.SystemRandom()  # never reseeded (tests seed the module's generator), so processes differ
 
 
 def _ephemeral_range() -> tuple[int, int] | None:
@@ -54,20 +57,20 @@ def free_port() -> int:
     can be taken by any connection the process opens. Where that range is known, ports are picked
     below it instead, at random so that concurrent test processes rarely choose the same one.
     """
-    ephemeral = _ephemeral_range()
-    if ephemeral is not None and ephemeral[0] - _LOWEST_PORT >= 1000:
-        candidates = random.sample(range(_LOWEST_PORT, ephemeral[0]), 200)
-        for port in candidates:
-            if port not in _handed_out and _bindable(port):
+    with _handing_out:
+        ephemeral = _ephemeral_range()
+        if ephemeral is not None and ephemeral[0] - _LOWEST_PORT >= 1000:
+            for port in _random.sample(range(_LOWEST_PORT, ephemeral[0]), 200):
+                if port not in _handed_out and _bindable(port):
+                    _handed_out.add(port)
+                    return port
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _handed_out:
                 _handed_out.add(port)
                 return port
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
     raise OSError("no free loopback port found")
 
 

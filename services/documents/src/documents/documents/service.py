@@ -56,7 +56,8 @@ class Stored:
 
 
 async def readable_document(session: AsyncSession, principal: Principal, document_id: uuid.UUID) -> Document:
-    """The document if the caller may read it; 404 otherwise (missing and hidden look the same)."""
+    """The document if the caller may read it; 404 if it is missing or the caller cannot see its project
+    (they look the same), 403 if the caller sees the project but may not read documents."""
     doc = await DocumentRepository(session).get(document_id)
     missing = DocumentNotFound("Document not found")
     if doc is None:
