@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.auth import Principal, insufficient_role, insufficient_scope
+from shared.auth import Principal, project_refusal
 from shared.errors import NotFound
 
 __all__ = [
@@ -74,14 +74,11 @@ _LEAST_SCOPE: dict[str, str] = {"read": "documents:read", "write": "documents:wr
 def _ensure(
     principal: Principal, client_id: uuid.UUID, project_id: uuid.UUID, what: NotFound, need: Need
 ) -> None:
-    if _allows(principal, client_id, project_id, need):
-        return
-    if not principal.can_access_project(str(client_id), str(project_id)):
-        raise what
-    verb = "changing" if need == "write" else "reading"
-    if principal.kind == "agent" and principal.role_in(str(client_id)) is None:
-        raise insufficient_scope((_LEAST_SCOPE[need],), f"The token does not allow {verb} documents")
-    raise insufficient_role(f"Your role in this client does not allow {verb} documents")
+    if not _allows(principal, client_id, project_id, need):
+        doing = "changing documents" if need == "write" else "reading documents"
+        raise project_refusal(
+            principal, str(client_id), str(project_id), hidden=what, scope=_LEAST_SCOPE[need], doing=doing
+        )
 
 
 def ensure_read(principal: Principal, client_id: uuid.UUID, project_id: uuid.UUID, what: NotFound) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from shared.auth import Principal, insufficient_role, insufficient_scope
+from shared.auth import Principal, insufficient_scope, project_refusal
 from workflows.definitions.vocabulary import canonical_role
 from workflows.engine.state import Actor
 
@@ -28,6 +28,7 @@ __all__ = [
     "SCOPES",
     "WRITE_SCOPE",
     "actor_of",
+    "can_act",
     "can_read",
     "ensure_act",
     "ensure_read",
@@ -62,13 +63,11 @@ def ensure_read(
     not_found: Callable[[], Exception],
 ) -> None:
     """404 if the caller cannot see the project; 403 if it can but may not read its workflow."""
-    if can_read(principal, client_id, project_id):
-        return
-    if not principal.can_access_project(str(client_id), str(project_id)):
-        raise not_found()
-    if principal.kind == "agent" and principal.role_in(str(client_id)) is None:
-        raise insufficient_scope((READ_SCOPE,), "The token does not allow reading workflows")
-    raise insufficient_role("Your role in this client does not allow reading workflows")
+    if not can_read(principal, client_id, project_id):
+        raise project_refusal(
+            principal, str(client_id), str(project_id), hidden=not_found(), scope=READ_SCOPE,
+            doing="reading workflows",
+        )  # fmt: skip
 
 
 def ensure_act(
@@ -79,17 +78,21 @@ def ensure_act(
     not_found: Callable[[], Exception],
 ) -> None:
     """404 if the caller cannot see the project; 403 if it may not act on it."""
+    if not can_act(principal, client_id, project_id):
+        raise project_refusal(
+            principal, str(client_id), str(project_id), hidden=not_found(), scope=WRITE_SCOPE,
+            doing="acting on workflows",
+        )  # fmt: skip
+
+
+def can_act(principal: Principal, client_id: uuid.UUID | str, project_id: uuid.UUID | str) -> bool:
     if principal.is_admin:
-        return
+        return True
+    if not can_read(principal, client_id, project_id):
+        return False
     if principal.kind == "agent":
-        if can_read(principal, client_id, project_id) and principal.has_scope(WRITE_SCOPE):
-            return
-        if not principal.can_access_project(str(client_id), str(project_id)):
-            raise not_found()
-        raise insufficient_scope((WRITE_SCOPE,), "The token does not allow acting on workflows")
-    ensure_read(principal, client_id, project_id, not_found=not_found)
-    if principal.role_in(str(client_id)) not in ACT_ROLES:
-        raise insufficient_role("Your role in this client only allows reading")
+        return principal.has_scope(WRITE_SCOPE)
+    return principal.role_in(str(client_id)) in ACT_ROLES
 
 
 def readable_clients(principal: Principal) -> list[str] | None:

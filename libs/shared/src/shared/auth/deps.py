@@ -29,6 +29,7 @@ __all__ = [
     "get_token_verifier",
     "insufficient_role",
     "insufficient_scope",
+    "project_refusal",
     "require_admin",
     "require_any_scope",
     "require_scopes",
@@ -121,6 +122,19 @@ def require_scopes(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+def project_refusal(
+    principal: Principal, client_id: str, project_id: str, *, hidden: Exception, scope: str, doing: str
+) -> Exception:
+    """Why ``principal`` may not do ``doing`` (``"reading documents"``...) on a project, for a caller already
+    judged not allowed: ``hidden`` (a 404 like a missing object) if it cannot see the project at all; else a
+    403, ``insufficient_scope`` naming ``scope`` for an agent, ``insufficient_role`` for a member."""
+    if not principal.can_access_project(client_id, project_id):
+        return hidden
+    if principal.kind == "agent" and principal.role_in(client_id) is None:
+        return insufficient_scope((scope,), f"The token does not allow {doing}")
+    return insufficient_role(f"Your role in this client does not allow {doing}")
 
 
 def require_any_scope(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
