@@ -61,11 +61,10 @@ from shared.messaging.inbox import (
     prune_inbox,
     unacknowledged_since,
 )
-from shared.messaging.observe import consumer_families, dead_letter_count
+from shared.messaging.observe import consumer_families, dead_letter_count, settled_families
 from shared.messaging.outbox import dead_letters, inbox
 from shared.messaging.relay import DB_ERRORS, Backoff
 from shared.messaging.streams import ensure_consumer
-from shared.metrics import family
 
 # Handler, typed_handler, dead_letter_count: defined beside, importable from here as before.
 __all__ = ["ConsumerRunner", "ConsumerStats", "Handler", "dead_letter_count", "typed_handler"]
@@ -219,14 +218,7 @@ class ConsumerRunner:
             families += consumer_families([(this, info)])
         async with self.session_factory() as session:
             dead = await dead_letter_count(session, self.consumer)
-        outcomes = ("processed", "duplicates", "unhandled", "retried", "dead_lettered")
-        families += [
-            family("gauge", "baton_consumer_dead_letters", "Messages the consumer gave up on, recorded in its "
-                   "dead-letter table", [(this, dead)]),
-            family("counter", "baton_consumer_messages", "Messages this process settled, by outcome",
-                   [({**this, "outcome": o}, getattr(self.stats, o)) for o in outcomes]),
-        ]  # fmt: skip
-        return families
+        return families + settled_families(this, dead, self.stats)
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.messaging.outbox import dead_letters
 from shared.metrics import family
 
-__all__ = ["consumer_families", "dead_letter_count"]
+__all__ = ["consumer_families", "dead_letter_count", "settled_families"]
 
 
 def consumer_families(views: Sequence[tuple[Mapping[str, str], ConsumerInfo]]) -> list[Metric]:
@@ -24,6 +24,18 @@ def consumer_families(views: Sequence[tuple[Mapping[str, str], ConsumerInfo]]) -
                [(labels, info.num_ack_pending or 0) for labels, info in views]),
         family("gauge", "baton_consumer_redelivered_messages", "Unacknowledged messages delivered more than "
                "once", [(labels, info.num_redelivered or 0) for labels, info in views]),
+    ]  # fmt: skip
+
+
+def settled_families(labels: Mapping[str, str], dead_letters: int, stats: object) -> list[Metric]:
+    """A consumer's dead letters (from its table) and what this process settled by outcome (``stats``: a
+    ``ConsumerStats``), as metric families."""
+    outcomes = ("processed", "duplicates", "unhandled", "retried", "dead_lettered")
+    return [
+        family("gauge", "baton_consumer_dead_letters", "Messages the consumer gave up on, recorded in its "
+               "dead-letter table", [(labels, dead_letters)]),
+        family("counter", "baton_consumer_messages", "Messages this process settled, by outcome",
+               [({**labels, "outcome": o}, getattr(stats, o)) for o in outcomes]),
     ]  # fmt: skip
 
 
